@@ -1,0 +1,1 @@
+"""SelfPose3d Lab experiment platform."""

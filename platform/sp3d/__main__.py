@@ -1,0 +1,3 @@
+from sp3d.cli import main
+
+main()

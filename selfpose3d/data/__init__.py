@@ -1,0 +1,1 @@
+"""Data: joint definitions, synthetic Panoptic-format world, dataset readers, pseudo labels, augmentation."""

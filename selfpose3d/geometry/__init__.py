@@ -1,0 +1,1 @@
+"""Geometry: cameras, projection with distortion, image affine transforms."""
