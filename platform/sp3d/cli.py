@@ -1,10 +1,11 @@
-"""`sp3d` command line: one typer app, one sub-app module per command group under sp3d/commands/."""
+"""`sp3d` command line: one typer app; each command group lives in sp3d/commands/<name>.py and
+exposes ``register(app)``."""
 
 from __future__ import annotations
 
-import typer
+import importlib
 
-from sp3d.commands import data as data_cmd
+import typer
 
 app = typer.Typer(
     name="sp3d",
@@ -13,7 +14,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(data_cmd.app, name="data", help="Generate and inspect datasets (synthetic Panoptic-format world).")
+
+COMMAND_MODULES = ["data", "train", "evaluate", "stack", "sweep", "compare", "study", "submit", "demo"]
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"sp3d.commands.{_name}").register(app)
 
 
 def main() -> None:
