@@ -119,12 +119,16 @@ class LossConfig(Strict):
     root_consistency_weight: float = Field(1.0, ge=0)
     root_target_sigma_mm: float = Field(200.0, gt=0)
     synthetic_roots_max: int = Field(10, ge=1)
+    synthetic_root_z_mm: tuple[float, float] = (500.0, 1200.0)  # sampled mid-hip height range (model z)
+    synthetic_root_noise_std: float = Field(0.02, ge=0)  # noise added to rendered synthetic root heatmaps
+    supervised_match_mm: float = Field(500.0, gt=0)  # supervised: proposal <-> GT root matching radius
     label_strategy: Literal["soft", "hard", "soft_hard"] = "soft_hard"
     hard_threshold: float = Field(0.7, ge=0, le=1)
     hard_min_joints: int = Field(3, ge=0)
     hard_last_epochs: int = Field(2, ge=0)  # soft_hard: hard labels for the last N pose_net epochs
     aug_rotation_deg: float = Field(45.0, ge=0)
     aug_scale: tuple[float, float] = (0.8, 1.2)
+    aug_per_view: bool = False  # False: one rotation/scale per copy for all views (SelfPose3d code); True: per view
 
 
 class StageConfig(Strict):
