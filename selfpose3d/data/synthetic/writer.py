@@ -179,7 +179,11 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         return
     trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
     os.rename(out_dir, trash / "old")
-    os.rename(tmp, out_dir)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        os.rename(trash / "old", out_dir)  # put the old dataset back
+        raise
     shutil.rmtree(trash, ignore_errors=True)
 
 
