@@ -33,7 +33,7 @@ def s3_server():
     Sets fake AWS credentials + region in os.environ for the session (restored afterwards).
     """
     from moto.server import ThreadedMotoServer
-    from sp3d.stack import free_port
+    from sp3d.procs import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -58,22 +58,22 @@ def mlflow_server_bucket() -> str:
 def mlflow_server(s3_server: str, mlflow_server_bucket: str, session_tmp: Path):
     """A real `mlflow server` subprocess (sqlite backend in a temp dir, artifacts proxied to
     s3://<mlflow_server_bucket>/mlartifacts on `s3_server`); yields its tracking URI. Killed at session end."""
-    from sp3d import stack
+    from sp3d import procs, stack
     from sp3d.settings import load_settings
     from sp3d.storage import ensure_bucket
 
     workdir = session_tmp / "mlflow-server"
     settings = load_settings(state_dir=workdir, s3_endpoint=s3_server)
     ensure_bucket(settings, mlflow_server_bucket)
-    port, log = stack.free_port(), workdir / "mlflow.log"
+    port, log = procs.free_port(), workdir / "mlflow.log"
     env = stack.mlflow_server_env(s3_server, TEST_S3_ACCESS_KEY, TEST_S3_SECRET_KEY, "us-east-1")
     cmd = stack.mlflow_server_command(workdir / "mlflow.db", f"s3://{mlflow_server_bucket}/mlartifacts", port)
-    pid = stack.spawn(cmd, env, log)
+    pid = procs.spawn(cmd, env, log)
     try:
-        stack.wait_healthy("MLflow server", f"http://127.0.0.1:{port}/health", 180, pid, log)
+        procs.wait_healthy("MLflow server", f"http://127.0.0.1:{port}/health", 180, pid, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        stack.stop_process_groups([pid])
+        procs.stop_process_groups([pid])
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +87,17 @@ def synthetic_tiny_root(session_tmp: Path) -> Path:
     if not (root / MANIFEST).is_file():
         generate_dataset(load_config("tiny"), root)
     return root
+
+
+def micro_overrides(root: Path, **extra: object) -> dict[str, object]:
+    """Overrides that shrink the `tiny` preset to a seconds-long run on `root` (96x64 input, small grids
+    and widths, 1 epoch per stage, 2 steps per epoch, 2 test frames). Extra dotted keys are merged in."""
+    base: dict[str, object] = {
+        "dataset.root": str(root), "dataset.image_size": [96, 64], "dataset.heatmap_size": [24, 16],
+        "model.deconv_channels": 16, "model.root_space.voxels": [16, 16, 4], "model.pose_cube_voxels": [8, 8, 8],
+        "model.v2v_width": 4, "train.max_iters_per_epoch": 2, "train.backbone_2d.epochs": 1,
+        "train.root_net.epochs": 1, "train.pose_net.epochs": 1, "train.finetune.epochs": 0,
+        "eval.max_test_frames": 2,
+    }
+    base.update(extra)
+    return base

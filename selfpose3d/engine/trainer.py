@@ -171,7 +171,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 bad = [k for k, v in losses.items() if not torch.isfinite(v)]
                 raise NonFiniteLossError(f"non-finite loss in stage {stage}, epoch {stage_epoch}, step {step}: "
-                                         f"{', '.join(bad)} = {[float(losses[k]) for k in bad]}")
+                                         f"{', '.join(bad)} = {[float(losses[k].detach()) for k in bad]}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.train.grad_clip:
