@@ -104,10 +104,12 @@ def micro_overrides(root: Path, **extra: object) -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def ray_session(session_tmp: Path):
+def ray_session(session_tmp: Path, s3_server: str):
     """A local Ray instance started ONCE per test session (4 logical CPUs, dashboard on so the state API
     works), with HOME / RAY_TMPDIR / TMPDIR in temp dirs (Ray writes ~/.ray/auth_token) and usage stats off.
-    Yields the `ray` module; shut down at session end. Tests that train on it use fractional worker CPUs."""
+    Yields the `ray` module; shut down at session end. Tests that train on it use fractional worker CPUs.
+    Started after `s3_server`, so its processes hold the test S3 credentials in their environment, as real
+    nodes do (sweep trials read them from there)."""
     import shutil
 
     import ray
