@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -74,6 +76,6 @@ def metrics_table(metrics: dict[str, float], title: str = "Evaluation") -> Table
         value = metrics.get(f"eval/{key}", metrics.get(key))
         return "-" if value is None else f"{100 * value:.1f}"
     mpjpe = metrics.get("eval/mpjpe", metrics.get("mpjpe"))
-    table.add_row(pct("ap25"), pct("ap50"), pct("ap100"), pct("ap150"),
-                  "-" if mpjpe is None else f"{mpjpe:.1f}", pct("recall500"))
+    shown = "-" if mpjpe is None or not math.isfinite(mpjpe) else f"{mpjpe:.1f}"  # inf: nothing matched
+    table.add_row(pct("ap25"), pct("ap50"), pct("ap100"), pct("ap150"), shown, pct("recall500"))
     return table
