@@ -252,8 +252,9 @@ def test_panoptic_to_shelf_mapping() -> None:
     np.testing.assert_allclose(shelf[3], pan[6])  # l-hip
     np.testing.assert_allclose(shelf[8], pan[9])  # r-shoulder
     np.testing.assert_allclose(shelf[11], pan[5])  # l-wrist
-    np.testing.assert_allclose(shelf[12], (pan[0] + pan[1]) / 2)  # bottom head: neck-nose midpoint
-    np.testing.assert_allclose(shelf[13], pan[0] + [0.75, 0.75, 1.5] * (pan[1] - pan[0]))
+    mid = (pan[3] + pan[9]) / 2  # SelfPose3d's head rule from the shoulder midpoint and the nose
+    np.testing.assert_allclose(shelf[12], (mid + pan[1]) / 2)
+    np.testing.assert_allclose(shelf[13], mid + [0.9375, 0.9375, 1.5] * (pan[1] - mid))
     with pytest.raises(EvaluationError):
         panoptic_to_shelf(np.zeros((14, 3)))
 

@@ -52,3 +52,43 @@ def panoptic_to_coco(pan: np.ndarray) -> np.ndarray:
         out[..., c, :] = pan[..., 1, :]
         out[..., c, 2] *= 0.9
     return out
+
+
+# Shelf / Campus 14-joint skeleton (VoxelPose order) and its relation to Panoptic-15.
+SHELF_JOINT_NAMES = [
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow", "r_shoulder",
+    "l_shoulder", "l_elbow", "l_wrist", "bottom_head", "top_head",
+]
+# Panoptic joint -> Shelf joint for the 12 limb joints (both directions use this table).
+PANOPTIC_FROM_SHELF = {3: 9, 4: 10, 5: 11, 6: 3, 7: 4, 8: 5, 9: 8, 10: 7, 11: 6, 12: 2, 13: 1, 14: 0}
+SHELF_HEAD_TOP_SCALE = (0.9375, 0.9375, 1.5)  # SelfPose3d's head rule, per axis (z up)
+
+
+def panoptic15_to_shelf14(pose: np.ndarray) -> np.ndarray:
+    """Panoptic-15 joints (..., 15, 3) mm -> Shelf/Campus order (..., 14, 3) mm (for PCP).
+
+    Limbs map 1:1. Panoptic-15 has no head top, so the head follows SelfPose3d's rule (z up): with
+    m = mid-shoulder and n = nose, bottom_head = m + 0.5 (n - m), top_head = m + (n - m) * (0.9375, 0.9375, 1.5).
+    """
+    pose = np.asarray(pose, dtype=np.float64)
+    out = np.zeros(pose.shape[:-2] + (14, 3))
+    for pan, shelf in PANOPTIC_FROM_SHELF.items():
+        out[..., shelf, :] = pose[..., pan, :]
+    mid = (pose[..., 3, :] + pose[..., 9, :]) / 2
+    up = pose[..., 1, :] - mid
+    out[..., 12, :] = mid + 0.5 * up
+    out[..., 13, :] = mid + up * np.array(SHELF_HEAD_TOP_SCALE)
+    return out
+
+
+def shelf14_to_panoptic15(pose: np.ndarray) -> np.ndarray:
+    """Shelf/Campus joints (..., 14, 3) -> Panoptic-15 (..., 15, 3): neck = mid-shoulder, mid-hip = mid-hip,
+    nose = 2 * bottom_head - mid_shoulder (the exact inverse of `panoptic15_to_shelf14`'s head rule)."""
+    pose = np.asarray(pose, dtype=np.float64)
+    out = np.zeros(pose.shape[:-2] + (NUM_JOINTS, 3))
+    for pan, shelf in PANOPTIC_FROM_SHELF.items():
+        out[..., pan, :] = pose[..., shelf, :]
+    out[..., 0, :] = (pose[..., 8, :] + pose[..., 9, :]) / 2
+    out[..., 2, :] = (pose[..., 2, :] + pose[..., 3, :]) / 2
+    out[..., 1, :] = 2 * pose[..., 12, :] - out[..., 0, :]
+    return out

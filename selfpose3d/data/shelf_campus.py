@@ -35,48 +35,19 @@ from selfpose3d.data.io import (
     read_json,
     require_dir,
 )
-from selfpose3d.data.joints import NUM_JOINTS
+from selfpose3d.data.joints import (  # noqa: F401 - re-exported for readers' users
+    NUM_JOINTS,
+    PANOPTIC_FROM_SHELF,
+    SHELF_JOINT_NAMES,
+    panoptic15_to_shelf14,
+    shelf14_to_panoptic15,
+)
 from selfpose3d.data.pseudo_labels import EMPTY, PseudoTable, load_detection_file
 from selfpose3d.geometry.cameras import camera_from_shelf_campus
 
-SHELF_JOINT_NAMES = [
-    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow", "r_shoulder",
-    "l_shoulder", "l_elbow", "l_wrist", "bottom_head", "top_head",
-]
-# Panoptic joint -> Shelf joint for the 12 limb joints (both directions use this table).
-PANOPTIC_FROM_SHELF = {3: 9, 4: 10, 5: 11, 6: 3, 7: 4, 8: 5, 9: 8, 10: 7, 11: 6, 12: 2, 13: 1, 14: 0}
 TEST_FRAMES = {"campus": list(range(350, 471)) + list(range(650, 751)), "shelf": list(range(300, 601))}
 CALIBRATION_KEYS = ("R", "T", "fx", "fy", "cx", "cy", "k", "p")
 M_TO_MM = 1000.0
-
-
-def shelf14_to_panoptic15(pose: np.ndarray) -> np.ndarray:
-    """Shelf/Campus joints (..., 14, 3) -> Panoptic-15 (..., 15, 3) (see the module docstring for the head rule)."""
-    pose = np.asarray(pose, dtype=np.float64)
-    out = np.zeros(pose.shape[:-2] + (NUM_JOINTS, 3))
-    for pan, shelf in PANOPTIC_FROM_SHELF.items():
-        out[..., pan, :] = pose[..., shelf, :]
-    out[..., 0, :] = (pose[..., 8, :] + pose[..., 9, :]) / 2
-    out[..., 2, :] = (pose[..., 2, :] + pose[..., 3, :]) / 2
-    out[..., 1, :] = 2 * pose[..., 12, :] - out[..., 0, :]
-    return out
-
-
-def panoptic15_to_shelf14(pose: np.ndarray) -> np.ndarray:
-    """Panoptic-15 predictions (..., 15, 3) -> Shelf/Campus order (..., 14, 3), for PCP.
-
-    Head joints follow SelfPose3d's rule (z is up): with m = mid-shoulder and n = nose,
-    bottom_head = m + 0.5 (n - m) and top_head = m + (n - m) * (0.9375, 0.9375, 1.5).
-    """
-    pose = np.asarray(pose, dtype=np.float64)
-    out = np.zeros(pose.shape[:-2] + (14, 3))
-    for pan, shelf in PANOPTIC_FROM_SHELF.items():
-        out[..., shelf, :] = pose[..., pan, :]
-    mid = (pose[..., 3, :] + pose[..., 9, :]) / 2
-    up = pose[..., 1, :] - mid
-    out[..., 12, :] = mid + 0.5 * up
-    out[..., 13, :] = mid + up * np.array([0.9375, 0.9375, 1.5])
-    return out
 
 
 def _unwrap(cell: Any) -> Any:

@@ -7,12 +7,10 @@ counts actors whose best MPJPE is < 500 mm). Each of the 10 bones — 9 limbs of
 the mean of its two endpoint errors is <= alpha (0.5) * GT bone length. Actor PCP = correct / evaluated
 bones over all frames; "average" = mean over actors 1-3 (Shelf's 4th actor is reported, not averaged).
 
-Our models predict Panoptic-15 joints; `panoptic_to_shelf` maps them to the Shelf-14 order. The 12 limb
-joints map one-to-one. Panoptic-15 has no head top / ears, so the head follows VoxelPose's nose-based
-Shelf heuristic with the Panoptic neck standing in for the shoulder midpoint:
-bottom_head = neck + 0.5 (nose - neck), top_head = neck + (0.75, 0.75, 1.5) * (nose - neck) (z is up in the
-model frame and in Shelf/Campus GT). VoxelPose additionally blends an ear-based estimate (weight 0.25),
-which Panoptic-15 cannot provide. GT given with 15 joints (synthetic world) is mapped the same way.
+Our models predict Panoptic-15 joints; `panoptic_to_shelf` maps them to the Shelf-14 order with the
+one mapping the project has, `selfpose3d.data.joints.panoptic15_to_shelf14` (limbs 1:1, head by
+SelfPose3d's mid-shoulder/nose rule; VoxelPose additionally blends an ear-based estimate, which
+Panoptic-15 cannot provide). GT given with 15 joints (synthetic world) is mapped the same way.
 
 Deviations (degenerate cases only): a frame without valid prediction counts the actor's bones as wrong
 (VoxelPose crashes); an actor never present gets NaN and is left out of the average.
@@ -26,16 +24,9 @@ from typing import Any
 import numpy as np
 
 from selfpose3d.config.schema import EvalConfig
+from selfpose3d.data.joints import SHELF_JOINT_NAMES, panoptic15_to_shelf14  # noqa: F401 - re-exported
 from selfpose3d.evaluation.poses import EvaluationError
 
-SHELF_JOINT_NAMES = [
-    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow", "r_shoulder",
-    "l_shoulder", "l_elbow", "l_wrist", "bottom_head", "top_head",
-]
-# Shelf joint i (i < 12) <- Panoptic-15 joint PANOPTIC_TO_SHELF[i]
-PANOPTIC_TO_SHELF = [14, 13, 12, 6, 7, 8, 11, 10, 9, 3, 4, 5]
-HEAD_BOTTOM_FRACTION = 0.5  # bottom head = neck + 0.5 (nose - neck)
-HEAD_TOP_SCALE = (0.75, 0.75, 1.5)  # top head = neck + scale * (nose - neck), per axis (z up)
 PCP_ALPHA = 0.5  # protocol constant: bone correct if mean endpoint error <= alpha * bone length
 
 JointRef = int | tuple[int, ...]  # a joint index, or several joints whose mean is the endpoint
@@ -55,16 +46,11 @@ AVERAGED_ACTORS = 3
 
 
 def panoptic_to_shelf(poses: np.ndarray) -> np.ndarray:
-    """Panoptic-15 joints (..., 15, 3) mm -> Shelf/Campus-14 order (..., 14, 3) mm (head: module doc)."""
+    """Panoptic-15 joints (..., 15, 3) mm -> Shelf/Campus-14 order (..., 14, 3) mm, shape-checked (module doc)."""
     poses = np.asarray(poses, dtype=np.float64)
     if poses.shape[-2:] != (15, 3):
         raise EvaluationError(f"panoptic_to_shelf expects (..., 15, 3) Panoptic joints, got {poses.shape}")
-    out = np.zeros(poses.shape[:-2] + (14, 3))
-    out[..., :12, :] = poses[..., PANOPTIC_TO_SHELF, :]
-    neck, nose = poses[..., 0, :], poses[..., 1, :]
-    out[..., 12, :] = neck + HEAD_BOTTOM_FRACTION * (nose - neck)
-    out[..., 13, :] = neck + np.asarray(HEAD_TOP_SCALE) * (nose - neck)
-    return out
+    return panoptic15_to_shelf14(poses)
 
 
 def _to_shelf(poses: np.ndarray, name: str) -> np.ndarray:
