@@ -5,14 +5,20 @@ numpy (`geometry.cameras.project_points`, float64), applies the affine, normalis
 ``grid_sample`` per view, accumulating the in-view mean. Both must agree to 1e-5. Two timings from one run:
 
 * root grid (``model.root_space``, cached sampling grid, steady state) and
-* pose cubes (``model.max_proposals`` cubes of ``model.pose_cube_voxels``, not cached).
+* pose cubes (``model.max_proposals`` cubes of ``model.pose_cube_voxels``, not cached), through
+  ``ProjectionLayer.cubes`` as `PoseNet` calls it; for comparison the same cube points also go through
+  the generic ``ProjectionLayer.forward`` (timed and checked, no speed-up requirement).
 
 Usage: ``python benchmarks/bench_projection.py [--preset panoptic|tiny] [--repeats 3] [--threads N]``
+(``--threads N`` sets torch's threads and, through threadpoolctl when installed, numpy's BLAS threads, so
+both sides run with N threads; an unpinned OpenBLAS spinning on a busy 2-core machine slows the reference
+3-7x and makes the ratio meaningless.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -131,7 +137,7 @@ def run(preset: str, repeats: int, seed: int = 0) -> dict[str, float]:
     root_in = heatmaps[:, :, m.root_joint : m.root_joint + 1] if m.root_input == "root" else heatmaps
     space = m.root_space
     root_pts = grid_points(space.center_mm, space.size_mm, space.voxels)
-    offsets = grid_points((0, 0, 0), m.pose_cube_mm, m.pose_cube_voxels)
+    offsets = grid_points((0, 0, 0), m.pose_cube_mm, m.pose_cube_voxels, dtype=torch.float64)
     roots = torch.tensor(rng.uniform([-2500, -3000, 800], [2500, 2000, 1000], size=(1, m.max_proposals, 3)),
                          dtype=torch.float32)
     layer = ProjectionLayer(d.image_size, d.heatmap_size)
@@ -144,19 +150,24 @@ def run(preset: str, repeats: int, seed: int = 0) -> dict[str, float]:
     t_root, ours_root = timed(lambda: layer(root_in, batch, root_pts, cache_key="root"), repeats)
     t_root_ref, ref_root = timed(lambda: reference_volume(root_in, ref_cams, affines, [root_pts.double().numpy()],
                                                           d.image_size), repeats)
-    t_pose, ours_pose = timed(lambda: layer(heatmaps, batch, cube_points(roots.double(), offsets.double())),
+    t_pose, ours_pose = timed(lambda: layer.cubes(heatmaps, batch, roots, m.pose_cube_mm, m.pose_cube_voxels),
                               repeats)
+    t_points, ours_points = timed(lambda: layer(heatmaps, batch, cube_points(roots.double(), offsets)), repeats)
     t_pose_ref, ref_pose = timed(lambda: reference_cubes(heatmaps, ref_cams, affines, roots.double().numpy(),
-                                                         offsets.double().numpy(), d.image_size), repeats)
+                                                         offsets.numpy(), d.image_size), repeats)
     diff_root = float((ours_root - ref_root).abs().max())
     diff_pose = float((ours_pose - ref_pose).abs().max())
+    diff_points = float((ours_points - ref_pose).abs().max())
     assert diff_root <= TOLERANCE, f"root grid: max abs diff {diff_root:.3g} > {TOLERANCE}"
     assert diff_pose <= TOLERANCE, f"pose cubes: max abs diff {diff_pose:.3g} > {TOLERANCE}"
+    assert diff_points <= TOLERANCE, f"pose cubes as points: max abs diff {diff_points:.3g} > {TOLERANCE}"
     print(f"root grid  (cached):   batched {t_root * 1e3:9.1f} ms  reference {t_root_ref * 1e3:9.1f} ms  "
           f"speed-up {t_root_ref / t_root:6.1f}x  max|diff| {diff_root:.1e}")
     print(f"pose cubes (uncached): batched {t_pose * 1e3:9.1f} ms  reference {t_pose_ref * 1e3:9.1f} ms  "
           f"speed-up {t_pose_ref / t_pose:6.1f}x  max|diff| {diff_pose:.1e}")
-    return {"root": t_root, "root_ref": t_root_ref, "pose": t_pose, "pose_ref": t_pose_ref}
+    print(f"  (same cubes as a (B, K*N, 3) point tensor through forward: {t_points * 1e3:9.1f} ms  "
+          f"speed-up {t_pose_ref / t_points:6.1f}x  max|diff| {diff_points:.1e})")
+    return {"root": t_root, "root_ref": t_root_ref, "pose": t_pose, "pose_ref": t_pose_ref, "pose_points": t_points}
 
 
 def main() -> None:
@@ -167,9 +178,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    blas: contextlib.AbstractContextManager = contextlib.nullcontext()
     if args.threads:
         torch.set_num_threads(args.threads)
-    with torch.no_grad():
+        try:
+            from threadpoolctl import threadpool_limits
+            blas = threadpool_limits(args.threads)
+        except ImportError:
+            print("threadpoolctl not installed: numpy BLAS threads not pinned (set OPENBLAS_NUM_THREADS)")
+    with blas, torch.no_grad():
         run(args.preset, max(args.repeats, 1), args.seed)
 
 

@@ -25,6 +25,7 @@ from selfpose3d.models import (
     get_proposals,
     grid_points,
     index_to_mm,
+    projection,
     soft_argmax,
 )
 from selfpose3d.models.pose_resnet import load_trunk_weights
@@ -333,3 +334,30 @@ def test_paper_scale_forward_one_sample() -> None:
     assert out["heatmaps"].shape == (1, 5, 15, 128, 240)
     assert out["root_volume"].shape == (1, 80, 80, 20)
     assert out["poses"].shape == (1, 10, 15, 3) and torch.isfinite(out["poses"]).all()
+
+
+def test_cubes_match_point_path_with_and_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ProjectionLayer.cubes (separable camera coordinates, block-wise sampling) == forward on the explicit
+    # cube points, and the autograd path (one grid_sample) gives the same volume as the no-grad blocks
+    monkeypatch.setattr(projection, "CHUNK_POINTS", 100)  # several blocks per cube (2 x-slices = 70 points)
+    monkeypatch.setattr(projection, "SAMPLE_POINTS", 32)
+    B, V, C, h, w = 2, 3, 4, 32, 48
+    batch = make_batch([ring_cameras(V, seed=20 + b) for b in range(B)],
+                       np.tile(resize_affine(RES, (192, 128)), (B, V, 1, 1)))
+    roots = torch.tensor([[[0.0, -300.0, 900.0], [1500.0, 800.0, 1000.0]],
+                          [[-2500.0, 2000.0, 800.0], [4000.0, 0.0, 4000.0]]])  # last cube partly out of view
+    heat = torch.rand(B, V, C, h, w, generator=torch.Generator().manual_seed(1))
+    layer = ProjectionLayer((192, 128), (w, h))
+    size, voxels = (2000.0, 1600.0, 1200.0), (9, 7, 5)
+    points = cube_points(roots.double(), grid_points((0, 0, 0), size, voxels, dtype=torch.float64))
+    with torch.no_grad():
+        ours = layer.cubes(heat, batch, roots, size, voxels)
+        ref = layer(heat, batch, points)
+    assert ours.shape == (B, C, 2 * 9 * 7 * 5)
+    assert float((ours - ref).abs().max()) <= 1e-6
+    assert 0.05 < float((ref == 0).double().mean()) < 0.9  # in- and out-of-view voxels
+    heat.requires_grad_(True)
+    graded = layer.cubes(heat, batch, roots, size, voxels)
+    assert torch.equal(graded.detach(), ours)
+    graded.sum().backward()
+    assert heat.grad is not None and float(heat.grad.abs().sum()) > 0

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from selfpose3d.config.schema import Config
-from selfpose3d.models.projection import ProjectionLayer, cube_points, grid_points
+from selfpose3d.models.projection import ProjectionLayer, grid_points
 from selfpose3d.models.v2v import V2VNet
 
 
@@ -31,6 +31,7 @@ class PoseNet(nn.Module):
         m = cfg.model
         self.num_joints = m.num_joints
         self.voxels = tuple(m.pose_cube_voxels)
+        self.cube_mm = tuple(m.pose_cube_mm)
         self.beta = m.softargmax_beta
         self.projection = ProjectionLayer(cfg.dataset.image_size, cfg.dataset.heatmap_size, cache_size=0)
         self.register_buffer("offsets", grid_points((0.0, 0.0, 0.0), m.pose_cube_mm, self.voxels),
@@ -40,8 +41,7 @@ class PoseNet(nn.Module):
     def input_volume(self, heatmaps: Tensor, batch: Mapping[str, Tensor], roots_mm: Tensor) -> Tensor:
         """Heatmaps (B, V, J, h, w), roots (B, K, 3) mm -> cube volumes (B*K, J, X, Y, Z) in [0, 1]."""
         B, K = roots_mm.shape[:2]
-        points = cube_points(roots_mm.detach().double(), self.offsets.double())  # (B, K*N, 3), float64
-        volume = self.projection(heatmaps, batch, points)  # (B, J, K*N)
+        volume = self.projection.cubes(heatmaps, batch, roots_mm, self.cube_mm, self.voxels)  # (B, J, K*N)
         volume = volume.view(B, self.num_joints, K, -1).transpose(1, 2)
         return volume.reshape(B * K, self.num_joints, *self.voxels)
 

@@ -6,21 +6,27 @@ input px), scaled to heatmap px and normalised to [-1, 1] for ``F.grid_sample(al
 A view counts for a voxel when the point is in front of the camera (depth >= 1 mm), within the
 distortion model's range (undistorted r^2 = (x/z)^2 + (y/z)^2 <= 4, where `project_points_torch`
 clamps; further out the polynomial can fold points back into the image) and inside the heatmap. The
-volume is the mean over those views (0 when none), clamped to [0, 1]. One ``grid_sample`` call samples
-all samples x views x channels x points.
+volume is the mean over those views (0 when none), clamped to [0, 1].
 
-The camera -> grid-coordinate chain K -> affine -> heatmap scale -> [-1, 1] is linear, so it is folded
-into one 2x3 matrix per view (computed in float64) and applied to the distorted normalised coordinates.
-Sampling grids of a fixed voxel set (the root space) are cached, keyed by a hash of the camera and
-affine tensors' bytes; per-proposal cubes move and are computed batched over all cubes at once.
-Gradients flow to the heatmaps only (grids are built without autograd).
+Speed (CPU, `benchmarks/bench_projection.py`):
+
+* The camera -> grid-coordinate chain K -> affine -> heatmap scale -> [-1, 1] is linear, so it is folded
+  into one 2x3 matrix per view and merged with the tangential distortion terms (`_grid_block`): about
+  40 elementwise float64 passes per point and view.
+* Per-proposal cubes are regular grids: camera coordinates are the per-cube ``R @ root + t`` plus three
+  per-axis terms, added by broadcasting (`ProjectionLayer.cubes`), never a (M, 3) point tensor.
+* Without autograd, grids are built, sampled and averaged over views block by block, so every
+  temporary stays in cache and the (B*V, C, M) samples are never materialised. With autograd one
+  ``grid_sample`` samples everything (a per-block backward would zero a full heatmap gradient per block).
+* Sampling grids of a fixed voxel set (the root space) are cached, keyed by a hash of the camera and
+  affine tensors' bytes. Gradients flow to the heatmaps only (grids are built without autograd).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,26 +36,35 @@ MIN_DEPTH_MM = 1.0  # same clamp as geometry.cameras.project_points_torch
 MAX_R2 = 4.0  # same clamp as geometry.cameras.project_points_torch
 OUTSIDE = -3.0  # grid coordinate of an invalid sample: all bilinear taps fall outside -> exactly 0
 CAMERA_KEYS = ("K", "R", "t", "dist", "affine")
-CHUNK_POINTS = 32768  # points per block in `sampling_grid` (B*V*CHUNK floats per temporary)
+CHUNK_POINTS = 16384  # points per grid-building block (B*V*CHUNK float64 per temporary: cache-sized)
+SAMPLE_POINTS = 4096  # points per grid_sample call without autograd ((B*V, C, SAMPLE) floats per call)
+
+Coords = Callable[[int, int], tuple[Tensor, Tensor, Tensor]]  # (start, end) -> camera x, y, z (B, V, n) mm
 
 
 class ProjectionError(ValueError):
     """Projection inputs have the wrong shape / missing batch keys."""
 
 
-def grid_points(center_mm: Sequence[float], size_mm: Sequence[float], voxels: Sequence[int],
-                dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
-    """Voxel centres of an axis-aligned grid -> (X*Y*Z, 3) mm, x-major (index = (ix*Y + iy)*Z + iz).
-
-    center_mm, size_mm: (3,) mm; voxels: (3,) counts. Like VoxelPose, the first and last centres lie
-    on the grid's faces (linspace(-size/2, size/2, n)); an axis with one voxel sits at the centre.
-    """
+def grid_axes(center_mm: Sequence[float], size_mm: Sequence[float], voxels: Sequence[int]) -> list[Tensor]:
+    """Per-axis voxel centres (X,), (Y,), (Z,) float64 mm of an axis-aligned grid: like VoxelPose the
+    first and last centres lie on the grid's faces (linspace(-size/2, size/2, n) + centre); an axis with
+    one voxel sits at the centre."""
     axes = []
     for c, s, n in zip(center_mm, size_mm, voxels, strict=True):
         n = int(n)
         axis = torch.linspace(-s / 2, s / 2, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
         axes.append(axis + c)
-    mesh = torch.meshgrid(*axes, indexing="ij")
+    return axes
+
+
+def grid_points(center_mm: Sequence[float], size_mm: Sequence[float], voxels: Sequence[int],
+                dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    """Voxel centres of an axis-aligned grid -> (X*Y*Z, 3) mm, x-major (index = (ix*Y + iy)*Z + iz).
+
+    center_mm, size_mm: (3,) mm; voxels: (3,) counts; centres as in `grid_axes`.
+    """
+    mesh = torch.meshgrid(*grid_axes(center_mm, size_mm, voxels), indexing="ij")
     return torch.stack(mesh, dim=-1).reshape(-1, 3).to(dtype=dtype, device=device)
 
 
@@ -77,49 +92,104 @@ def grid_transform(K: Tensor, affine: Tensor, image_size: Sequence[int],
     return (norm @ affine3 @ K)[..., :2, :]
 
 
-def _world_to_camera(points: Tensor, R: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Points (B, m, 3) mm -> camera coordinates x, y, z, each (B, V, m) mm (R (B,V,3,3), t (B,V,3))."""
-    X, Y, Z = points.transpose(1, 2).unsqueeze(1).unbind(dim=2)  # (B, 1, m) each
-
-    def row(i: int) -> Tensor:
-        out = torch.addcmul(t[..., i, None], R[..., i, 0, None], X)
-        return out.addcmul_(R[..., i, 1, None], Y).addcmul_(R[..., i, 2, None], Z)
-
-    return row(0), row(1), row(2)
-
-
-def _distorted_coords(points: Tensor, R: Tensor, t: Tensor, dist: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """World points (B, m, 3) mm -> distorted normalised coords xd, yd (B, V, m) and the valid mask
-    (depth >= 1 mm and undistorted r^2 <= 4). Same arithmetic as `project_points_torch` before K."""
-    x, y, z = _world_to_camera(points.to(R.dtype), R, t)
-    valid = z >= MIN_DEPTH_MM
-    inv = z.clamp_(min=MIN_DEPTH_MM).reciprocal_()
-    x.mul_(inv)
-    y.mul_(inv)
+def _grid_block(x: Tensor, y: Tensor, z: Tensor, dist: Tensor, T: Tensor, grid: Tensor) -> Tensor:
+    """Camera coordinates x, y, z (B, V, n) float64 mm (overwritten) -> grid coordinates written into
+    grid (B, V, n, 2); returns valid (B, V, n) bool. Same model as `project_points_torch` then T
+    (`grid_transform`), rearranged: with s = 1 + k1 r2 + k2 r2^2 + k3 r2^3 + 2 p1 y + 2 p2 x (normalised
+    x, y), xd = x s + p2 r2 and yd = y s + p1 r2, so g = T[:, :2] (x, y) * s + T[:, :2] (p2, p1) r2 + T[:, 2].
+    Invalid points (depth < 1 mm, r2 > 4 where the polynomial folds back, outside [-1, 1]) get gx = OUTSIDE;
+    their other intermediate values (possibly inf/nan) are never used."""
     k1, k2, p1, p2, k3 = (dist[..., i, None] for i in range(5))
-    xx, yy, xy = x * x, y * y, x * y
-    r2 = xx + yy
-    valid &= r2 <= MAX_R2  # beyond ~63 deg off-axis the distortion polynomial can fold back into the image
-    r2.clamp_(max=MAX_R2)
-    radial = (k3 * r2).add_(k2).mul_(r2).add_(k1).mul_(r2).add_(1.0)  # 1 + k1 r2 + k2 r2^2 + k3 r2^3
-    xy.mul_(2.0)
-    xd = (x * radial).addcmul_(p1, xy).addcmul_(p2, xx.mul_(2.0).add_(r2))
-    yd = (y * radial).addcmul_(p2, xy).addcmul_(p1, yy.mul_(2.0).add_(r2))
-    return xd, yd, valid
-
-
-def _fill_grid(points: Tensor, cam: Mapping[str, Tensor], T: Tensor, grid: Tensor, valid: Tensor) -> None:
-    """Write grid coordinates (B, V, m, 2) and validity (B, V, m) of points (B, m, 3) mm in place."""
-    xd, yd, ok = _distorted_coords(points, cam["R"], cam["t"], cam["dist"])
-    gx = (xd * T[..., 0, 0, None]).addcmul_(yd, T[..., 0, 1, None]).add_(T[..., 0, 2, None])
-    gy = yd.mul_(T[..., 1, 1, None]).addcmul_(xd, T[..., 1, 0, None]).add_(T[..., 1, 2, None])
-    ok &= gx >= -1.0
-    ok &= gx <= 1.0
-    ok &= gy >= -1.0
-    ok &= gy <= 1.0
-    valid.copy_(ok)
-    grid[..., 0].copy_(gx.masked_fill_(~ok, OUTSIDE))
+    t00, t01, t02, t10, t11, t12 = (T[..., i, j, None] for i in range(2) for j in range(3))
+    valid = z >= MIN_DEPTH_MM
+    inv = z.reciprocal_()
+    x, y = x.mul_(inv), y.mul_(inv)
+    r2 = torch.mul(x, x).addcmul_(y, y)
+    valid &= r2 <= MAX_R2
+    s = torch.addcmul(k2, k3, r2)
+    s = torch.addcmul(k1, s, r2, out=s)
+    s = torch.addcmul(torch.ones((), dtype=s.dtype), s, r2, out=s)
+    s.addcmul_(y, 2.0 * p1).addcmul_(x, 2.0 * p2)
+    gx = torch.addcmul(t02, t00 * p2 + t01 * p1, r2).addcmul_(torch.mul(x, t00).addcmul_(y, t01), s)
+    gy = torch.addcmul(t12, t10 * p2 + t11 * p1, r2).addcmul_(y.mul_(t11).addcmul_(x, t10), s)
+    edge = gx.abs()
+    valid &= torch.maximum(edge, gy.abs(), out=edge) <= 1.0  # nan (invalid depth) compares False
+    grid[..., 0].copy_(torch.where(valid, gx, OUTSIDE))
     grid[..., 1].copy_(gy)
+    return valid
+
+
+def _point_coords(points: Tensor, R: Tensor, t: Tensor) -> Coords:
+    """Camera coordinates of points (B, M, 3) mm (R (B,V,3,3), t (B,V,3) float64) for a point range."""
+    def coords(s: int, e: int) -> tuple[Tensor, Tensor, Tensor]:
+        X, Y, Z = points[:, s:e].to(R.dtype).transpose(1, 2).unsqueeze(1).unbind(dim=2)  # (B, 1, n) each
+
+        def row(i: int) -> Tensor:
+            out = torch.addcmul(t[..., i, None], R[..., i, 0, None], X)
+            return out.addcmul_(R[..., i, 1, None], Y).addcmul_(R[..., i, 2, None], Z)
+
+        return row(0), row(1), row(2)
+    return coords
+
+
+def _cube_coords(centers: Tensor, axes: Sequence[Tensor], R: Tensor, t: Tensor) -> Coords:
+    """Camera coordinates of the cubes centres (B, K, 3) + grid of axes (X,), (Y,), (Z,) mm, ordered as
+    `cube_points` (index k*N + (ix*Y + iy)*Z + iz), for a point range lying inside one cube and made of
+    whole ix-slices: (R @ root + t) + R[:, 0] ox + R[:, 1] oy + R[:, 2] oz, summed by broadcasting."""
+    base = torch.einsum("bvij,bkj->bkvi", R, centers.to(R.dtype)) + t[:, None]  # (B, K, V, 3)
+    ox, oy, oz = (R[..., a, None] * ax.to(R)[None, None, None] for a, ax in enumerate(axes))  # (B, V, 3, n_a)
+    n_yz = oy.shape[-1] * oz.shape[-1]
+    n = ox.shape[-1] * n_yz
+
+    def coords(s: int, e: int) -> tuple[Tensor, Tensor, Tensor]:
+        k, i0, i1 = s // n, (s % n) // n_yz, (s % n) // n_yz + (e - s) // n_yz
+        plane = (base[:, k, :, :, None, None] + ox[..., i0:i1, None]) + oy[..., None, :]  # (B, V, 3, ni, Y)
+        full = (plane[..., None] + oz[..., None, None, :]).flatten(3)  # (B, V, 3, ni*Y*Z)
+        return full[:, :, 0], full[:, :, 1], full[:, :, 2]
+    return coords
+
+
+def _blocks(M: int, chunk: int, step: int, period: int) -> Iterator[tuple[int, int]]:
+    """Point ranges [s, e) covering 0..M: at most max(chunk, step) points, a multiple of ``step``, never
+    crossing a multiple of ``period`` (a cube's N points; ``period`` is a multiple of ``step``)."""
+    size = max(step, chunk // step * step)
+    for start in range(0, M, period):
+        stop = min(start + period, M)
+        for s in range(start, stop, size):
+            yield s, min(s + size, stop)
+
+
+def _fill(coords: Coords, M: int, cam: Mapping[str, Tensor], T: Tensor, grid_dtype: torch.dtype,
+          chunk: int, step: int = 1, period: int | None = None) -> tuple[Tensor, Tensor]:
+    """Whole grid (B*V, 1, M, 2) and valid-view count (B, 1, M) from a camera-coordinate source."""
+    B, V = T.shape[:2]
+    grid = torch.empty(B, V, M, 2, dtype=grid_dtype, device=T.device)
+    count = torch.empty(B, M, dtype=grid_dtype, device=T.device)
+    for s, e in _blocks(M, chunk, step, max(period or M, 1)):
+        valid = _grid_block(*coords(s, e), cam["dist"], T, grid[:, :, s:e])
+        torch.sum(valid, dim=1, out=count[:, s:e])
+    return grid.view(B * V, 1, M, 2), count.unsqueeze(1)
+
+
+def _mean_over_views(maps: Tensor, grid: Tensor, count: Tensor, out: Tensor, sample: int) -> None:
+    """maps (B*V, C, h, w), grid (B, V, n, 2), count (B, n) -> out (B, C, n) = clamp(sum over views of the
+    bilinear samples / max(count, 1), 0, 1), one grid_sample per ``sample`` points (stays in cache)."""
+    B, V, n, _ = grid.shape
+    C = maps.shape[1]
+    for s in range(0, n, sample):
+        e = min(s + sample, n)
+        taps = F.grid_sample(maps, grid[:, :, s:e].reshape(B * V, 1, e - s, 2), mode="bilinear",
+                             padding_mode="zeros", align_corners=True)
+        dest = out[:, :, s:e]
+        torch.sum(taps.view(B, V, C, e - s), dim=1, out=dest)
+        dest.div_(count[:, None, s:e].clamp(min=1.0)).clamp_(0.0, 1.0)
+
+
+def _camera_setup(cameras: Mapping[str, Tensor], image_size: Sequence[int], heatmap_size: Sequence[int],
+                  device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
+    """float64 copies of the camera tensors and the folded grid transform T (B, V, 2, 3)."""
+    cam = {k: cameras[k].to(device=device, dtype=torch.float64) for k in CAMERA_KEYS}
+    return cam, grid_transform(cam["K"], cam["affine"], image_size, heatmap_size)
 
 
 def sampling_grid(points: Tensor, cameras: Mapping[str, Tensor], image_size: Sequence[int],
@@ -134,21 +204,11 @@ def sampling_grid(points: Tensor, cameras: Mapping[str, Tensor], image_size: Seq
 
     The arithmetic runs in float64 (in float32, R X + t loses ~1e-3 mm to cancellation and validity
     at the image border flips for ~1 in 1e7 samples); points are processed in blocks of ``chunk`` so
-    the temporaries stay cache-sized (~2x faster at paper shapes; results do not depend on it).
+    the temporaries stay cache-sized (results do not depend on it).
     """
-    B, M, _ = points.shape
-    V = cameras["R"].shape[1]
-    dtype, device = grid_dtype, points.device
     with torch.no_grad():
-        cam = {k: cameras[k].to(device=device, dtype=torch.float64) for k in CAMERA_KEYS}
-        T = grid_transform(cam["K"], cam["affine"], image_size, heatmap_size)
-        grid = torch.empty(B, V, M, 2, dtype=dtype, device=device)
-        valid = torch.empty(B, V, M, dtype=torch.bool, device=device)
-        for s in range(0, M, chunk):
-            e = min(s + chunk, M)
-            _fill_grid(points[:, s:e], cam, T, grid[:, :, s:e], valid[:, :, s:e])
-        count = valid.sum(dim=1, dtype=dtype).unsqueeze(1)
-    return grid.view(B * V, 1, M, 2), count
+        cam, T = _camera_setup(cameras, image_size, heatmap_size, points.device)
+        return _fill(_point_coords(points, cam["R"], cam["t"]), points.shape[1], cam, T, grid_dtype, chunk)
 
 
 def camera_key(cameras: Mapping[str, Tensor]) -> str:
@@ -174,6 +234,10 @@ def _check_inputs(heatmaps: Tensor, cameras: Mapping[str, Tensor], heatmap_size:
         if tuple(cameras[key].shape[:2]) != tuple(heatmaps.shape[:2]):
             raise ProjectionError(f"batch[{key!r}]: expected leading (B, V) = {tuple(heatmaps.shape[:2])}, "
                                   f"got {tuple(cameras[key].shape)}")
+
+
+def _grid_dtype(heatmaps: Tensor) -> torch.dtype:
+    return torch.float64 if heatmaps.dtype == torch.float64 else torch.float32
 
 
 class ProjectionLayer(nn.Module):
@@ -219,20 +283,77 @@ class ProjectionLayer(nn.Module):
             self._cache.popitem(last=False)
         return value
 
+    def _sample(self, heatmaps: Tensor, grid: Tensor, count: Tensor) -> Tensor:
+        """heatmaps (B, V, C, h, w), grid (B*V, 1, M, 2), count (B, 1, M) -> view mean (B, C, M) in [0, 1]."""
+        B, V, C, h, w = heatmaps.shape
+        M = grid.shape[2]
+        maps = heatmaps.reshape(B * V, C, h, w)
+        grid = grid.to(heatmaps.dtype)
+        if torch.is_grad_enabled() and heatmaps.requires_grad:
+            sampled = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            volume = sampled.view(B, V, C, M).sum(dim=1)
+            return volume.div_(count.clamp(min=1.0).to(heatmaps.dtype)).clamp_(0.0, 1.0)
+        out = heatmaps.new_empty(B, C, M)
+        _mean_over_views(maps, grid.view(B, V, M, 2), count.view(B, M).to(heatmaps.dtype), out, SAMPLE_POINTS)
+        return out
+
+    def _fused(self, heatmaps: Tensor, cameras: Mapping[str, Tensor], coords_of: Callable[[dict], Coords],
+               M: int, step: int = 1, period: int | None = None) -> Tensor:
+        """Grid + sampling + view mean (B, C, M) from a camera-coordinate source ``coords_of(float64 cameras)``
+        whose point ranges must be multiples of ``step`` inside one ``period``; block-wise without autograd."""
+        dtype, period = _grid_dtype(heatmaps), period or max(M, 1)
+        needs_grad = torch.is_grad_enabled() and heatmaps.requires_grad
+        with torch.no_grad():
+            cam, T = _camera_setup(cameras, self.image_size, self.heatmap_size, heatmaps.device)
+            coords = coords_of(cam)
+            if needs_grad:
+                grid, count = _fill(coords, M, cam, T, dtype, CHUNK_POINTS, step, period)
+            else:
+                return self._fused_blocks(heatmaps, coords, M, cam, T, step, period)
+        return self._sample(heatmaps, grid, count)
+
+    def _fused_blocks(self, heatmaps: Tensor, coords: Coords, M: int, cam: Mapping[str, Tensor], T: Tensor,
+                      step: int, period: int) -> Tensor:
+        """No-autograd path of `_fused`: per block of points, grid -> grid_sample -> view mean into (B, C, M)."""
+        B, V, C, h, w = heatmaps.shape
+        maps = heatmaps.reshape(B * V, C, h, w)
+        out = heatmaps.new_empty(B, C, M)
+        size = max(step, CHUNK_POINTS)
+        grid = torch.empty(B, V, size, 2, dtype=heatmaps.dtype, device=heatmaps.device)
+        count = torch.empty(B, size, dtype=heatmaps.dtype, device=heatmaps.device)
+        for s, e in _blocks(M, CHUNK_POINTS, step, period):
+            valid = _grid_block(*coords(s, e), cam["dist"], T, grid[:, :, : e - s])
+            torch.sum(valid, dim=1, out=count[:, : e - s])
+            _mean_over_views(maps, grid[:, :, : e - s], count[:, : e - s], out[:, :, s:e], SAMPLE_POINTS)
+        return out
+
     def forward(self, heatmaps: Tensor, cameras: Mapping[str, Tensor], points: Tensor,
                 cache_key: Hashable | None = None) -> Tensor:
         """heatmaps (B, V, C, h, w), cameras (batch keys K, R, t, dist, affine; (B, V, ...)),
         points (B, M, 3) or (M, 3) mm (float64 points keep sub-micrometre precision far from the
         origin) -> volume (B, C, M) in [0, 1]: the mean over the views in which
-        the point is valid (0 if none). One grid_sample call for all samples, views and channels."""
+        the point is valid (0 if none)."""
         _check_inputs(heatmaps, cameras, self.heatmap_size)
-        B, V, C, h, w = heatmaps.shape
+        B = heatmaps.shape[0]
         if points.dim() == 2:
             points = points.unsqueeze(0).expand(B, -1, -1)
-        grid_dtype = torch.float64 if heatmaps.dtype == torch.float64 else torch.float32
-        grid, count = self.grids(cameras, points.to(heatmaps.device), cache_key, grid_dtype)
-        M = points.shape[1]
-        sampled = F.grid_sample(heatmaps.reshape(B * V, C, h, w), grid.to(heatmaps.dtype), mode="bilinear",
-                                padding_mode="zeros", align_corners=True)
-        volume = sampled.view(B, V, C, M).sum(dim=1)
-        return volume.div_(count.clamp(min=1.0).to(heatmaps.dtype)).clamp_(0.0, 1.0)
+        points = points.to(heatmaps.device)
+        if cache_key is not None and self.cache_size > 0:
+            grid, count = self.grids(cameras, points, cache_key, _grid_dtype(heatmaps))
+            return self._sample(heatmaps, grid, count)
+        return self._fused(heatmaps, cameras, lambda cam: _point_coords(points, cam["R"], cam["t"]),
+                           points.shape[1])
+
+    def cubes(self, heatmaps: Tensor, cameras: Mapping[str, Tensor], centers_mm: Tensor,
+              size_mm: Sequence[float], voxels: Sequence[int]) -> Tensor:
+        """Volumes of K cubes per sample: heatmaps (B, V, C, h, w), cameras as in `forward`, cube centres
+        (B, K, 3) mm (no gradient), cube size (3,) mm and voxel counts (3,) -> (B, C, K*N), N = X*Y*Z,
+        equal to ``forward(heatmaps, cameras, cube_points(centers, grid_points(0, size_mm, voxels)))``
+        (up to float64 rounding) but without building the points: x_cam = (R root + t) + per-axis terms."""
+        _check_inputs(heatmaps, cameras, self.heatmap_size)
+        axes = grid_axes((0.0, 0.0, 0.0), size_mm, voxels)
+        centers = centers_mm.detach().to(device=heatmaps.device, dtype=torch.float64)
+        step = len(axes[1]) * len(axes[2])
+        n = step * len(axes[0])
+        return self._fused(heatmaps, cameras, lambda cam: _cube_coords(centers, axes, cam["R"], cam["t"]),
+                           centers.shape[1] * n, step, n)
