@@ -308,3 +308,21 @@ def ray_two_node_cluster():
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+PLATFORM_ENV_VARS = ("MLFLOW_TRACKING_URI", "SP3D_PROFILE", "SP3D_S3_ENDPOINT", "SP3D_ARTIFACT_BUCKET",
+                     "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "RAY_ADDRESS")
+
+
+@pytest.fixture
+def isolated_platform_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """No platform env vars from the caller, a private SP3D_STATE_DIR, wide rich output, clean MLflow state."""
+    from sp3d import tracking
+
+    for name in PLATFORM_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SP3D_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("COLUMNS", "200")
+    tracking.reset()
+    yield
+    tracking.reset()

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from conftest import micro_overrides
 from mlflow.tracking import MlflowClient
-from sp3d import tracking
 from sp3d.cli import app
 from sp3d.run_tracking import EPOCH_METRIC, RESUME_TAG
 from sp3d.settings import load_settings
@@ -29,8 +28,6 @@ from sp3d.sweep_trial import EPOCHS_KEY, TRAIN_SECONDS, split_trial_config, tune
 from typer.testing import CliRunner
 
 SWEEP_BUCKET = "sp3d-test-sweeps"
-ISOLATED_VARS = ("MLFLOW_TRACKING_URI", "SP3D_PROFILE", "SP3D_S3_ENDPOINT", "SP3D_ARTIFACT_BUCKET",
-                 "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "RAY_ADDRESS")
 # 1 step per epoch, no root_net, 2 views, one shared backbone, no backbone_2d epoch: every epoch is evaluated
 SWEEP_EXTRA = {"train.max_iters_per_epoch": 1, "train.root_net.epochs": 0, "dataset.num_views": 2,
                "model.attn_backbone": "shared", "train.backbone_2d.epochs": 0}
@@ -66,15 +63,7 @@ params:
 """
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    for name in ISOLATED_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SP3D_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("COLUMNS", "200")
-    tracking.reset()
-    yield
-    tracking.reset()
+pytestmark = pytest.mark.usefixtures("isolated_platform_env")
 
 
 def _sets(root: Path, drop: tuple[str, ...] = (), **extra: object) -> list[str]:

@@ -10,7 +10,6 @@ import mlflow
 import pytest
 from conftest import micro_overrides
 from mlflow.tracking import MlflowClient
-from sp3d import tracking
 from sp3d.cli import app
 from sp3d.run_tracking import EPOCH_METRIC, FINAL_TAG, RESUME_TAG
 from sp3d.settings import load_settings
@@ -21,22 +20,12 @@ from selfpose3d.config import load_config
 from selfpose3d.engine.checkpoint import load_checkpoint
 
 RAY_BUCKET = "sp3d-test-ray"
-ISOLATED_VARS = ("MLFLOW_TRACKING_URI", "SP3D_PROFILE", "SP3D_S3_ENDPOINT", "SP3D_ARTIFACT_BUCKET",
-                 "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "RAY_ADDRESS")
 # 2 epochs (backbone_2d, then pose_net with evaluation), 1 step each, 2 views, one shared backbone
 RAY_EXTRA = {"train.max_iters_per_epoch": 1, "train.root_net.epochs": 0, "dataset.num_views": 2,
              "model.attn_backbone": "shared"}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    for name in ISOLATED_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SP3D_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("COLUMNS", "200")
-    tracking.reset()
-    yield
-    tracking.reset()
+pytestmark = pytest.mark.usefixtures("isolated_platform_env")
 
 
 def _ray_config(root: Path):

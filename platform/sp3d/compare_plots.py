@@ -6,10 +6,8 @@ Every figure is a `matplotlib.figure.Figure` (no pyplot state); `write_plots` sa
 from __future__ import annotations
 
 import math
-import os
 import re
 import statistics
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from sp3d.compare import (  # noqa: E402
     is_log_param,
     same_value,
 )
-from sp3d.compare_report import metric_label  # noqa: E402
+from sp3d.compare_report import atomic_output, metric_label  # noqa: E402
 from sp3d.search_space_schema import ChoiceParam  # noqa: E402
 
 DPI = 120
@@ -224,17 +222,9 @@ def learning_curves(cmp: Comparison) -> Figure:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Save `fig` as PNG atomically (temp file in the same dir + os.replace); returns `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    """Save `fig` as PNG atomically (`compare_report.atomic_output`); returns `path`."""
+    with atomic_output(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=DPI)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

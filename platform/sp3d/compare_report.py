@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.table import Table
@@ -182,18 +183,26 @@ def markdown(cmp: Comparison, plots: Sequence[Path] = ()) -> str:
     return scrub_text("\n".join(lines))
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write `text` atomically (temp file in the same dir + os.replace); returns `path`."""
+@contextmanager
+def atomic_output(path: Path, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temp file name next to `path`; on success it becomes `path` (mode 0644, os.replace),
+    on error it is removed, so readers never see a half-written report."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` atomically (`atomic_output`); returns `path`."""
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
     return path
 
 

@@ -17,7 +17,7 @@ from selfpose3d.config import Config
 from selfpose3d.engine.callbacks import Callback, EpochEnd
 from selfpose3d.engine.trainer import Trainer
 from sp3d.progress import RichProgress
-from sp3d.run_tracking import MlflowTracking, summary_metrics
+from sp3d.run_tracking import MlflowTracking, fit_tracked, summary_metrics
 from sp3d.settings import Settings, load_settings
 from sp3d.storage import StorageError
 from sp3d.train_loop import CHECKPOINT_FILE, DEFAULT_EXPERIMENT, RUN_INFO_FILE, RunExistsError, TrainingResult
@@ -73,12 +73,7 @@ def run_local(cfg: Config, *, run_name: str, storage: str | Path, experiment: st
     callbacks += [tracker] if tracker else []
     callbacks.append(progress or RichProgress())
     trainer = Trainer(cfg, callbacks, resume_from=existing if existing.is_file() else None, device=device)
-    try:
-        trainer.fit()
-    except BaseException:
-        if tracker is not None:
-            tracker.close("FAILED")
-        raise
+    fit_tracked(trainer, tracker)
     return TrainingResult(run_name=run_name, experiment=experiment, storage=str(run_dir),
                           checkpoint=str(ckpt_dir) if existing.is_file() else None,
                           metrics=summary_metrics(trainer.history),

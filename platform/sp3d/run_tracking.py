@@ -188,3 +188,13 @@ class MlflowTracking(Callback):
                 self._log_weights(trainer, "best")
             self._log_weights(trainer, "final")
         mlflow.end_run("FINISHED")
+
+
+def fit_tracked(trainer: Any, tracker: MlflowTracking | None) -> None:
+    """``trainer.fit()``; if it raises, the MLflow run (when tracked) is ended as FAILED, then re-raised."""
+    try:
+        trainer.fit()
+    except BaseException:
+        if tracker is not None:
+            tracker.close("FAILED")
+        raise

@@ -123,12 +123,25 @@ class ChoiceParam(_Param):
         return values
 
 
-class LogUniformParam(_Param):
+class _FloatRange(_Param):
+    """A float parameter with bounds low < high."""
+
+    low: float
+    high: float
+
+    @field_validator("high")
+    @classmethod
+    def _ordered(cls, high: float, info: ValidationInfo) -> float:
+        low = info.data.get("low")
+        if low is not None and high <= low:
+            raise ValueError(f"must be > low ({low})")
+        return high
+
+
+class LogUniformParam(_FloatRange):
     """Float sampled uniformly in log space, both bounds inclusive and > 0."""
 
     type: Literal["loguniform"]
-    low: float
-    high: float
 
     @field_validator("low", "high")
     @classmethod
@@ -137,29 +150,11 @@ class LogUniformParam(_Param):
             raise ValueError("must be > 0 for loguniform")
         return value
 
-    @field_validator("high")
-    @classmethod
-    def _ordered(cls, high: float, info: ValidationInfo) -> float:
-        low = info.data.get("low")
-        if low is not None and high <= low:
-            raise ValueError(f"must be > low ({low})")
-        return high
 
-
-class UniformParam(_Param):
+class UniformParam(_FloatRange):
     """Float sampled uniformly in [low, high]."""
 
     type: Literal["uniform"]
-    low: float
-    high: float
-
-    @field_validator("high")
-    @classmethod
-    def _ordered(cls, high: float, info: ValidationInfo) -> float:
-        low = info.data.get("low")
-        if low is not None and high <= low:
-            raise ValueError(f"must be > low ({low})")
-        return high
 
 
 class IntParam(_Param):

@@ -30,7 +30,7 @@ from selfpose3d.config import Config, config_to_dict
 from selfpose3d.engine.callbacks import Callback, EpochEnd
 from selfpose3d.engine.trainer import Trainer
 from sp3d.progress import RichProgress
-from sp3d.run_tracking import MlflowTracking, epoch_metrics, summary_metrics
+from sp3d.run_tracking import MlflowTracking, epoch_metrics, fit_tracked, summary_metrics
 from sp3d.settings import Settings, load_settings
 from sp3d.storage import ensure_bucket, resolve_storage, split_s3_uri
 
@@ -160,12 +160,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     if loop_config.get("fault"):
         callbacks.insert(0, CrashOnce(**loop_config["fault"]))
     trainer = _build_trainer(cfg, callbacks, tracker)
-    try:
-        trainer.fit()
-    except BaseException:
-        if tracker is not None:
-            tracker.close("FAILED")
-        raise
+    fit_tracked(trainer, tracker)
     if rank != 0:
         return None
     return {"mlflow_run_id": tracker.run_id if tracker else None, "metrics": summary_metrics(trainer.history)}
