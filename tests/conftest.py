@@ -23,6 +23,13 @@ def session_tmp() -> Path:
 # --- S3 (moto) and MLflow server fixtures (platform tests: tracking, Ray Train, sweeps) ---------------
 TEST_S3_ACCESS_KEY = "sp3d-test-access"
 TEST_S3_SECRET_KEY = "sp3d-test-secret"
+# The whole session runs with these fake S3 credentials (never real ones). Setting them at import, not
+# in a session fixture, matters: a test whose own monkeypatch deletes them restores them at teardown;
+# a session fixture first created inside such a test would have them deleted for everyone after it.
+os.environ.update({"AWS_ACCESS_KEY_ID": TEST_S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": TEST_S3_SECRET_KEY,
+                   "AWS_DEFAULT_REGION": "us-east-1"})
+for _name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
 MLFLOW_TEST_BUCKET = "sp3d-test-mlflow"
 
 
@@ -30,7 +37,7 @@ MLFLOW_TEST_BUCKET = "sp3d-test-mlflow"
 def s3_server():
     """A moto S3 endpoint (ThreadedMotoServer, in memory) on a free 127.0.0.1 port; yields its URL.
 
-    Sets fake AWS credentials + region in os.environ for the session (restored afterwards).
+    The fake AWS credentials + region are set in os.environ at conftest import (see above).
     """
     from moto.server import ThreadedMotoServer
     from sp3d.procs import free_port
@@ -38,14 +45,10 @@ def s3_server():
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", TEST_S3_ACCESS_KEY)
-        mp.setenv("AWS_SECRET_ACCESS_KEY", TEST_S3_SECRET_KEY)
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
-            mp.delenv(name, raising=False)
+    try:
         yield f"http://127.0.0.1:{port}"
-    server.stop()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
