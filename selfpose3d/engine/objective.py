@@ -88,7 +88,11 @@ class StageObjective(nn.Module):
         t1, t2, t3 = batch["t1"], batch["t2"], batch["t3"]
         with torch.no_grad():
             _, proposals = self.model.propose(self._heatmaps(t3), t3)
-        roots, valid = proposals[..., :3], proposals[..., 4] > 0
+        # Proposals are sorted by score, valid first: like SelfPose3d (and `SelfPose3dModel.forward`), only
+        # the first max-valid-count cubes go through pose_net, so below-threshold cubes neither cost time
+        # nor enter pose_net's BatchNorm batch statistics.
+        n = int((proposals[..., 4] > 0).sum(dim=1).max()) if proposals.shape[0] else 0
+        roots, valid = proposals[:, :n, :3], proposals[:, :n, 4] > 0
         h1, a1 = self.model.forward_2d(t1["images"])
         h2, a2 = self.model.forward_2d(t2["images"])
         poses1 = self.model.estimate(h1, t1, roots)
