@@ -1,10 +1,13 @@
 """Learning curves of SelfPose3d (self-supervised, no 3D labels) vs. the supervised VoxelPose baseline.
 
-Generates the preset's synthetic dataset if missing (its test sequences are held out of training),
-trains one or both modes with the same schedule and budget, and evaluates on the test split after every
-epoch: 2D heatmap accuracy (PCK: heatmap argmax within 2 heatmap px of a GT-visible joint's projection,
-GT used for scoring only), AP@25..150, MPJPE (mm), root AP and valid proposals. Results are merged into
-``<out>/learning_curve.json`` (so each mode can be run separately), a table is printed and
+Generates a synthetic world if missing (``--data``, default ``<out>/data``): ``--train-sequences``
+training sequences ``synth_train1..N`` (default 6, so the 2D net sees more than the preset's two people)
+plus the config's own test sequences, which are held out of training. Trains one or both modes with the
+same schedule and budget (the config's ``train`` section, ``--epochs`` / ``--set`` overrides) and
+evaluates on the test split after every epoch: 2D heatmap accuracy (PCK: heatmap argmax within 2 heatmap
+px of a GT-visible joint's projection; GT used for scoring only), AP@25..150, MPJPE (mm), root AP. The
+self-supervised mode never reads 3D labels for training. Results are merged into
+``<out>/learning_curve.json`` (each mode may run separately, even concurrently), a table is printed and
 ``<out>/learning_curve.png`` is (re)drawn from every mode in the JSON.
 
 Usage::
@@ -192,6 +195,19 @@ def run_mode(config: str, mode: str, overrides: list[str], threads: int, pck_fra
             "torch": torch.__version__, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def read_results(path: Path) -> dict[str, Any]:
+    """The merged results JSON ({mode: record}); empty if missing. Raises `BenchmarkError` if unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BenchmarkError(f"{path}: not valid JSON ({err}); delete it or pick another --out") from None
+    if not isinstance(data, dict):
+        raise BenchmarkError(f"{path}: expected a JSON object {{mode: record}}")
+    return data
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder + os.replace."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -266,12 +282,14 @@ def main(argv: list[str] | None = None) -> None:
     overrides = data_overrides(args.config, data, args.train_sequences)
     overrides += [f"{k}={v}" for k, v in parse_epochs(args.epochs).items()] + parse_sets(args.sets)
     path = args.out / RESULTS
-    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     for mode in modes:
         print(f"=== {mode}: config {args.config}, overrides {overrides}", flush=True)
-        results[mode] = run_mode(args.config, mode, overrides, args.threads, args.pck_frames)
+        record = run_mode(args.config, mode, overrides, args.threads, args.pck_frames)
+        results = read_results(path)  # re-read: another process may have written the other mode meanwhile
+        results[mode] = record
         write_atomic(path, json.dumps(results, indent=1).encode())
-        print(f"{mode}: wall time {results[mode]['wall_seconds']:.0f} s", flush=True)
+        print(f"{mode}: wall time {record['wall_seconds']:.0f} s", flush=True)
+    results = read_results(path)
     for mode, record in results.items():
         print(f"\n{mode} ({record['wall_seconds']:.0f} s, overrides {record['overrides']})")
         print(format_table(record["rows"]))

@@ -23,7 +23,7 @@ from selfpose3d.losses.supervised import gt_person_mask
 from selfpose3d.models.pose_net import PoseNet
 
 COPIES = ("t1", "t2", "t3")
-STEPS = 30
+STEPS = 40
 LR = 2e-3
 
 
