@@ -13,20 +13,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import typer
-from conftest import TEST_S3_SECRET_KEY
+from cluster_helpers import CLEAN_VARS, TEST_S3_SECRET_KEY
+from cluster_helpers import sp3d_cli as sp3d
 from sp3d import jobs
-from sp3d.commands.submit import register
 from sp3d.jobs import JobsError
 from sp3d.procs import free_port
 from sp3d.redact import REDACTED
 from sp3d.settings import load_settings
-from typer.testing import CliRunner
 
 CLUSTER = pytest.mark.slow  # the two-node cluster alone takes 15-35 s to start on 2 busy cores
-CLEAN_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE",
-              "SP3D_PROFILE", "MLFLOW_TRACKING_URI", "SP3D_S3_ENDPOINT", "SP3D_ARTIFACT_BUCKET",
-              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN")
 
 SPREAD = '''
 import ray
@@ -82,21 +77,9 @@ print("ENV_NAMES", " ".join(sorted(k for k in os.environ if k.startswith(("AWS_"
 print("SECRET_SHA256", hashlib.sha256(os.environ.get("AWS_SECRET_ACCESS_KEY", "").encode()).hexdigest())
 '''
 
-WORKING_DIR_PROBE = ("import os; print('PROBE', os.path.isfile('selfpose3d/data/__init__.py'), "
-                     "os.path.exists('.venv'), os.path.exists('.git'))")
-
-
-def _cli() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
-
-
-def sp3d(*args: object, code: int = 0) -> str:
-    """Run `sp3d <args>` in-process; assert the exit code; return stdout + stderr."""
-    result = CliRunner().invoke(_cli(), [str(a) for a in args], env={"COLUMNS": "200"})
-    assert result.exit_code == code, f"sp3d {' '.join(map(str, args))} -> {result.exit_code}:\n{result.output}"
-    return result.output
+WORKING_DIR_PROBE = ("import os, selfpose3d, sp3d; print('PROBE', os.path.isfile('selfpose3d/data/__init__.py'), "
+                     "os.path.exists('.venv'), os.path.exists('.git')); print('FROM', selfpose3d.__file__); "
+                     "print('FROM', sp3d.__file__)")
 
 
 @pytest.fixture
@@ -303,7 +286,12 @@ def test_submit_sweep_entrypoint_and_uploaded_working_dir(ray_two_node_cluster, 
     assert job_id.startswith("sp3d-sweep-my-sweep-")
 
     probe_id, out = _submit_run(cluster, repo, "python", "-c", WORKING_DIR_PROBE, extra=("--no-env", "--wait"))
-    assert "PROBE True False False" in jobs.job_logs(client, probe_id)  # package kept, .venv/.git excluded
+    logs = jobs.job_logs(client, probe_id)
+    assert "PROBE True False False" in logs  # package kept, .venv/.git excluded
+    # both packages are the uploaded copies (working_dir + py_modules), not the ones installed on the nodes
+    sources = re.findall(r"FROM (\S+)", logs)
+    assert len(sources) == 2 and all("runtime_resources" in p and str(repo) not in p for p in sources), sources
+    assert jobs.job_details(client, probe_id)["runtime_env"]["py_modules"]
 
 
 @CLUSTER

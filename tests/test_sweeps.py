@@ -19,6 +19,7 @@ import pytest
 from conftest import micro_overrides
 from mlflow.tracking import MlflowClient
 from sp3d.cli import app
+from sp3d.resources import cpu_share
 from sp3d.run_tracking import EPOCH_METRIC, RESUME_TAG
 from sp3d.settings import load_settings
 from sp3d.storage import ensure_bucket, s3_client
@@ -96,6 +97,15 @@ def test_tune_result_names_objectives_and_skips_unevaluated_epochs() -> None:
     assert row[EPOCHS_KEY] == 3 and row[TRAIN_SECONDS] >= 5
     summary = tune_result({"eval/mpjpe": 80.0, "global_epoch": 4}, ["mpjpe", TRAIN_SECONDS], started)
     assert summary["mpjpe"] == 80.0 and summary[EPOCHS_KEY] == 5 and summary[TRAIN_SECONDS] >= 5
+
+
+def test_worker_cpu_share_fits_node_by_node() -> None:
+    # two 1-CPU nodes, the drivers' 0.02 CPU on the first: 0.99 each would not fit both workers at once
+    assert cpu_share([0.98, 1.0], 2) == 0.98
+    assert cpu_share([3.98], 2) == 1.0 and cpu_share([1.98], 2) == 0.99  # one node: the old even split
+    assert cpu_share([1.0, 0.5], 3) == 0.5  # 2 on the first node + 1 on the second
+    assert cpu_share([1.0], 3) == 0.33 and cpu_share([0.0, 1.0], 1) == 1.0
+    assert cpu_share([0.005], 1) == 0.01  # nothing fits: the minimum (Ray then waits for resources)
 
 
 def test_trial_config_split_and_best_pick() -> None:

@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from sp3d.redact import register_secrets, scrub_text
 from sp3d.settings import SettingsError, load_settings
+from sp3d.sweep_state import DEFAULT_EXPERIMENT
 
-DEFAULT_EXPERIMENT = "sp3d-sweeps"
 PARENT_KINDS = ("sweep", "study")
 PARENT_TAG = "mlflow.parentRunId"
 NAME_TAGS = ("sp3d.sweep", "sp3d.study")

@@ -41,6 +41,7 @@ WORKING_DIR_EXCLUDES = [
     "/.venv/", "/.git/", "/data/", "/runs/", "/.sp3d/", "/reports/", "/mlruns/",
     "__pycache__/", "*.egg-info/", ".pytest_cache/", ".ruff_cache/",
 ]
+PLATFORM_PACKAGE = "platform/sp3d"  # not importable from the working dir's root (see DEVELOPERS.md: no platform/__init__)
 # Settings field -> environment variable forwarded to the job (never a credential).
 FORWARDED_SETTINGS = {
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
@@ -228,14 +229,19 @@ def build_spec(
     env_vars: dict[str, str] | None = None,
 ) -> JobSpec:
     """A `JobSpec` whose entrypoint is ``shlex.join(command)``; ``working_dir`` (uploaded, with
-    `WORKING_DIR_EXCLUDES`) becomes the job's cwd; ``env_vars`` go to the runtime env."""
+    `WORKING_DIR_EXCLUDES`) becomes the job's cwd and is on every process's path (so ``selfpose3d`` comes
+    from it); when it holds `PLATFORM_PACKAGE` that is uploaded as a py_module, so the job and its workers
+    run the submitted ``sp3d``, not the copy installed on the nodes. ``env_vars`` go to the runtime env."""
     import shlex
 
     runtime_env: dict[str, Any] = {}
     if working_dir is not None:
         if not working_dir.is_dir():
             raise JobsError(f"--working-dir {working_dir}: not a directory")
-        runtime_env = {"working_dir": str(working_dir.resolve()), "excludes": list(WORKING_DIR_EXCLUDES)}
+        root = working_dir.resolve()
+        runtime_env = {"working_dir": str(root), "excludes": list(WORKING_DIR_EXCLUDES)}
+        if (root / PLATFORM_PACKAGE / "__init__.py").is_file():
+            runtime_env["py_modules"] = [str(root / PLATFORM_PACKAGE)]
     if env_vars:
         runtime_env["env_vars"] = dict(env_vars)
     meta = {"sp3d_kind": kind, **({"sp3d_name": name} if name else {})}

@@ -6,7 +6,7 @@ the case of a worker restart before the first checkpoint was committed. Per-epoc
 ``step = global epoch``; a step already in the run is never logged again (a restart that redoes an epoch
 keeps the first values), and epochs of the resumed history that the run misses (a crash between the
 checkpoint and the logging) are back-filled. Every (re)start appends its first epoch to the
-``sp3d.resume_history`` tag. The best (by AP, then MPJPE) and final
+``sp3d.resume_history`` tag and, on Ray, rank 0's node id to ``sp3d.node_history`` (where each attempt ran). The best (by AP, then MPJPE) and final
 weights, learning curves and a 3D pose snapshot are logged as artifacts.
 """
 
@@ -32,6 +32,7 @@ from sp3d.settings import Settings
 EPOCH_METRIC = "epoch"  # logged every epoch; its steps tell which epochs a run already holds
 STAGE_INDEX = {"backbone_2d": 0, "root_net": 1, "pose_net": 2, "finetune": 3}
 RESUME_TAG = "sp3d.resume_history"  # comma-separated first epoch of every (re)start of the run
+NODE_TAG = "sp3d.node_history"  # comma-separated Ray node id of rank 0 at every (re)start (Ray runs only)
 BEST_TAG, FINAL_TAG = "sp3d.best_epoch", "sp3d.final_epoch"
 SNAPSHOT_FRAMES = 4  # test frames scanned for one with ground truth
 
@@ -83,13 +84,14 @@ class MlflowTracking(Callback):
 
     experiment / run_name: where and what; run_id: resume exactly this run; parent_run_id: nest under a
     sweep run; settings: tracking URI + credentials (default: `sp3d.settings.load_settings()`); tags: extra
-    run tags (scrubbed). After `on_train_start`, ``run_id`` holds the run in use.
+    run tags (scrubbed); node: the Ray node id this rank 0 runs on (appended to ``sp3d.node_history``).
+    After `on_train_start`, ``run_id`` holds the run in use.
     """
 
     def __init__(self, experiment: str, run_name: str, *, run_id: str | None = None,
                  parent_run_id: str | None = None, settings: Settings | None = None,
-                 tags: Mapping[str, Any] | None = None) -> None:
-        self.experiment, self.run_name = experiment, run_name
+                 tags: Mapping[str, Any] | None = None, node: str | None = None) -> None:
+        self.experiment, self.run_name, self.node = experiment, run_name, node
         self.run_id, self.parent_run_id = run_id, parent_run_id
         self.settings, self.tags = settings, dict(tags or {})
         self.enabled = True
@@ -132,9 +134,11 @@ class MlflowTracking(Callback):
         tracking.configure(self.settings)
         self._open()
         tracking.log_config(trainer.cfg)
-        start = int(trainer.position["global_epoch"]) + 1
-        previous = MlflowClient().get_run(self.run_id).data.tags.get(RESUME_TAG)
-        mlflow.set_tag(RESUME_TAG, f"{previous},{start}" if previous else str(start))
+        tags = MlflowClient().get_run(self.run_id).data.tags
+        history = {RESUME_TAG: str(int(trainer.position["global_epoch"]) + 1), NODE_TAG: self.node}
+        for tag, value in history.items():
+            if value is not None:
+                mlflow.set_tag(tag, f"{tags[tag]},{value}" if tags.get(tag) else value)
         self._logged = logged_steps(self.run_id)
         for row in trainer.history:
             self._log_epoch(row["stage"], int(row["global_epoch"]), row)

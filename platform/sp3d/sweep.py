@@ -16,7 +16,6 @@ state, and Train runs live in ``<storage>/<name>/runs/<trial id>``.
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -166,17 +165,16 @@ def driver_resources() -> dict[str, float]:
 
 
 def resolve_cpus_per_worker(spec: SweepSpec) -> float:
-    """The given --cpus-per-worker; else 1 with GPUs; else the cluster's CPUs shared by all concurrent
-    workers (capped at 1, multiples of 0.01) so `concurrent` trials can train at the same time."""
-    import ray
+    """The given --cpus-per-worker; else 1 with GPUs; else the largest share (<= 1 CPU) with which all
+    ``concurrent x workers`` Train workers fit on the nodes at once, after the trial drivers' CPU
+    (`sp3d.resources.cpu_share`), so `concurrent` trials can train at the same time."""
+    from sp3d.resources import cpu_share, node_cpus
 
     if spec.cpus_per_worker:
         return spec.cpus_per_worker
     if spec.gpus_per_worker > 0:
         return 1.0
-    free = float(ray.cluster_resources().get("CPU", 1.0)) - DRIVER_CPU * spec.concurrent
-    share = math.floor(100 * free / (spec.concurrent * spec.workers)) / 100
-    return max(0.01, min(1.0, share))
+    return cpu_share(node_cpus(DRIVER_CPU * spec.concurrent, DRIVER_RESOURCE), spec.concurrent * spec.workers)
 
 
 def _search(spec: SweepSpec, space: SearchSpace) -> tuple[Any, dict[str, Any] | None, int]:

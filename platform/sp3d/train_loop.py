@@ -151,7 +151,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     if loop_config["track"] and rank == 0:
         settings = load_settings(**loop_config["settings"])
         tracker = MlflowTracking(loop_config["experiment"], loop_config["run_name"], settings=settings,
-                                 parent_run_id=loop_config.get("parent_run_id"), tags=loop_config.get("tags"))
+                                 parent_run_id=loop_config.get("parent_run_id"), tags=loop_config.get("tags"),
+                                 node=ray.get_runtime_context().get_node_id())
     callbacks: list[Callback] = [RayReporter(tracker)]
     if tracker is not None:
         callbacks.append(tracker)
@@ -173,9 +174,11 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def default_cpus_per_worker(workers: int) -> float:
-    """CPUs per worker: 1, or an equal fraction of the cluster's CPUs when it has fewer than ``workers``."""
-    total = float(ray.cluster_resources().get("CPU", 1.0))
-    return max(0.01, min(1.0, int(100 * total / workers) / 100))
+    """CPUs per worker: 1, or the largest share with which ``workers`` workers fit on the nodes at once
+    (`sp3d.resources.cpu_share`) when the cluster is smaller."""
+    from sp3d.resources import cpu_share, node_cpus
+
+    return cpu_share(node_cpus(), workers)
 
 
 def _storage(storage: str | Path, settings: Settings) -> tuple[str, pafs.FileSystem | None, str]:
