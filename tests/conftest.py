@@ -17,8 +17,15 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 @pytest.fixture(scope="session")
 def session_tmp() -> Path:
-    """A temp dir shared by the whole test session."""
+    """A temp dir shared by the whole test session (removed when the session ends)."""
     return _SESSION_TMP
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session temp dir (session fixtures such as the MLflow server are torn down by now)."""
+    import shutil
+
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
 # --- S3 (moto) and MLflow server fixtures (platform tests: tracking, Ray Train, sweeps) ---------------

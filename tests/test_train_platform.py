@@ -86,6 +86,33 @@ def test_ray_train_two_workers_s3_storage_mlflow_server(ray_session, s3_server: 
 
 
 @pytest.mark.slow
+def test_non_finite_loss_on_ray_fails_once_and_is_not_retrained(ray_session, synthetic_tiny_root: Path,
+                                                                  tmp_path: Path) -> None:
+    from ray.train import TrainingFailedError
+    from sp3d.train_loop import FAILED_FILE, root_cause, run_training
+
+    from selfpose3d.engine.trainer import NonFiniteLossError
+
+    cfg = load_config("tiny", micro_overrides(synthetic_tiny_root, **{**RAY_EXTRA, "train.max_iters_per_epoch": 3,
+                                                                       "train.backbone_2d.lr": 1e20}))
+    settings = load_settings(state_dir=tmp_path / "state")
+    kwargs = {"run_name": "diverges", "storage": tmp_path / "runs", "experiment": "train-nan", "settings": settings,
+              "progress": False, "cpus_per_worker": 1}
+    with pytest.raises(TrainingFailedError) as failed:
+        run_training(cfg, max_failures=2, **kwargs)
+    cause = root_cause(failed.value)
+    # the worker group Ray restarted read the recorded failure and stopped at once instead of retraining
+    assert isinstance(cause, NonFiniteLossError) and "recorded by an earlier attempt" in str(cause), cause
+    assert "stage backbone_2d, epoch 0, step 1: l_2d" in str(cause)
+    assert json.loads((tmp_path / "runs" / "diverges" / FAILED_FILE).read_text())["error"].startswith("non-finite")
+    with pytest.raises(NonFiniteLossError, match="not retried"):  # a re-run fails before Ray starts anything
+        run_training(cfg, max_failures=2, **kwargs)
+    client = MlflowClient(settings.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("train-nan").experiment_id])
+    assert run.info.status == "FAILED"
+
+
+@pytest.mark.slow
 def test_killed_worker_resumes_from_checkpoint_with_one_mlflow_run(ray_session, synthetic_tiny_root: Path,
                                                                    tmp_path: Path) -> None:
     from sp3d.train_loop import run_training

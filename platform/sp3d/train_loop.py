@@ -28,7 +28,7 @@ from rich.console import Console
 
 from selfpose3d.config import Config, config_to_dict
 from selfpose3d.engine.callbacks import Callback, EpochEnd
-from selfpose3d.engine.trainer import Trainer
+from selfpose3d.engine.trainer import NonFiniteLossError, Trainer
 from sp3d.progress import RichProgress
 from sp3d.run_tracking import MlflowTracking, epoch_metrics, fit_tracked, summary_metrics
 from sp3d.settings import Settings, load_settings
@@ -37,6 +37,7 @@ from sp3d.storage import ensure_bucket, resolve_storage, split_s3_uri
 CHECKPOINT_FILE = "model.pt"
 RUN_INFO_FILE = "sp3d_run.json"
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2 internal; only CrashOnce reads it
+FAILED_FILE = "sp3d_failed.json"  # a deterministic failure (non-finite loss) of this run: never retried
 DEFAULT_EXPERIMENT = "sp3d"
 
 
@@ -142,14 +143,38 @@ def _build_trainer(cfg: Config, callbacks: list[Callback], tracker: MlflowTracki
         return Trainer(cfg, callbacks, resume_from=Path(directory) / CHECKPOINT_FILE, device=device)
 
 
+def _failure_file(storage: str, run_name: str, settings: Settings) -> tuple[pafs.FileSystem, str]:
+    storage_path, filesystem = resolve_storage(storage, settings)
+    return filesystem or pafs.LocalFileSystem(), f"{storage_path}/{run_name}/{FAILED_FILE}"
+
+
+def recorded_failure(storage: str, run_name: str, settings: Settings) -> str | None:
+    """The error a previous attempt of run ``run_name`` recorded in `FAILED_FILE` (non-finite loss), or None."""
+    fs, path = _failure_file(storage, run_name, settings)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as stream:
+        error = json.loads(stream.read())["error"]
+    where = f"s3://{path}" if not isinstance(fs, pafs.LocalFileSystem) else path
+    return (f"{error} (recorded by an earlier attempt in {where}; not retried, it would fail the same way: "
+            "change the config and use a new run name, or delete that file to retry)")
+
+
+def _record_failure(storage: str, run_name: str, settings: Settings, error: BaseException) -> None:
+    fs, path = _failure_file(storage, run_name, settings)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(json.dumps({"error": str(error)}).encode())
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train worker entry point. ``loop_config`` is built by `run_training` (config dict, tracking,
     experiment, run name, fault injection). Returns (rank 0) {"mlflow_run_id", "metrics"}."""
     cfg = Config.model_validate(loop_config["config"])
     rank = ray.train.get_context().get_world_rank()
+    settings = load_settings(**loop_config["settings"])
     tracker = None
     if loop_config["track"] and rank == 0:
-        settings = load_settings(**loop_config["settings"])
         tracker = MlflowTracking(loop_config["experiment"], loop_config["run_name"], settings=settings,
                                  parent_run_id=loop_config.get("parent_run_id"), tags=loop_config.get("tags"),
                                  node=ray.get_runtime_context().get_node_id())
@@ -160,8 +185,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         callbacks.append(EpochLines(Console(force_terminal=False, width=120)))
     if loop_config.get("fault"):
         callbacks.insert(0, CrashOnce(**loop_config["fault"]))
+    previous = recorded_failure(loop_config["storage"], loop_config["run_name"], settings)
+    if previous is not None:  # Ray restarted the worker group after a deterministic failure: stop at once
+        raise NonFiniteLossError(previous)
     trainer = _build_trainer(cfg, callbacks, tracker)
-    fit_tracked(trainer, tracker)
+    try:
+        fit_tracked(trainer, tracker)
+    except NonFiniteLossError as err:
+        _record_failure(loop_config["storage"], loop_config["run_name"], settings, err)
+        raise
     if rank != 0:
         return None
     return {"mlflow_run_id": tracker.run_id if tracker else None, "metrics": summary_metrics(trainer.history)}
@@ -227,12 +259,16 @@ def run_training(cfg: Config, *, run_name: str, storage: str | Path, experiment:
     storage_path, filesystem, where = _storage(storage, settings)
     if not resume and _run_exists(storage_path, filesystem, run_name):
         raise RunExistsError(f"{where}/{run_name} already exists: pick another run name or resume it")
+    previous = recorded_failure(str(storage), run_name, settings)
+    if previous is not None:
+        raise NonFiniteLossError(previous)
     ensure_ray()
     use_gpu = gpus_per_worker > 0
     resources = {"CPU": cpus_per_worker or default_cpus_per_worker(workers)}
     if use_gpu:
         resources["GPU"] = gpus_per_worker
     loop_config = {"config": config_to_dict(_absolute_data(cfg)), "experiment": experiment, "run_name": run_name,
+                   "storage": str(storage) if "://" in str(storage) else str(Path(storage).resolve()),
                    "track": track, "settings": _settings_for_workers(settings), "parent_run_id": parent_run_id,
                    "tags": {"sp3d.run_name": run_name, "sp3d.storage": f"{where}/{run_name}",
                             "sp3d.workers": workers, **dict(tags or {})},
