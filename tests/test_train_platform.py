@@ -148,7 +148,8 @@ def test_killed_worker_resumes_from_checkpoint_with_one_mlflow_run(ray_session, 
 
 
 @pytest.mark.slow
-def test_cli_train_local_then_eval(synthetic_tiny_root: Path, tmp_path: Path) -> None:
+def test_cli_train_local_then_eval(synthetic_tiny_root: Path, tmp_path: Path, s3_server: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     sets = [f"{k}={json.dumps(v)}" for k, v in micro_overrides(synthetic_tiny_root, **RAY_EXTRA).items()]
     args = ["train", "--local", "-c", "tiny", "--storage", str(tmp_path / "runs"), "--name", "cli-local",
             "--experiment", "cli"]
@@ -170,6 +171,20 @@ def test_cli_train_local_then_eval(synthetic_tiny_root: Path, tmp_path: Path) ->
     assert "| sequence |" in out.output and "synth_test1" in out.output
     data = json.loads(report.read_text())
     assert "ap25" in data and "synth_test1" in data["sequences"]
+
+    # the checkpoint directory, the same directory in S3, and the file in S3 give the same numbers
+    monkeypatch.setenv("SP3D_S3_ENDPOINT", s3_server)
+    s3 = s3_client(load_settings())
+    s3.create_bucket(Bucket="sp3d-test-eval")
+    s3.upload_file(str(ckpt), "sp3d-test-eval", "runs/cli-local/checkpoint/model.pt")
+    for where in (ckpt.parent, "s3://sp3d-test-eval/runs/cli-local/checkpoint",
+                  "s3://sp3d-test-eval/runs/cli-local/checkpoint/model.pt", f"runs:/{run.info.run_id}/checkpoints/final.pt"):
+        again = tmp_path / "again.json"
+        out = CliRunner().invoke(app, ["eval", "--checkpoint", str(where), "--out", str(again)])
+        assert out.exit_code == 0, out.output
+        assert json.loads(again.read_text())["ap25"] == data["ap25"]
+    out = CliRunner().invoke(app, ["eval", "--checkpoint", "s3://sp3d-test-eval/runs/nope"])
+    assert out.exit_code == 1 and "s3://sp3d-test-eval/runs/nope: no checkpoint there" in _error_line(out)
 
 
 def _error_line(result) -> str:

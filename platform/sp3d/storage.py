@@ -14,6 +14,8 @@ import pyarrow.fs as pafs
 
 from sp3d.settings import Settings
 
+CHECKPOINT_FILE = "model.pt"  # the engine checkpoint inside a run's checkpoint directory
+
 _MISSING_BUCKET_CODES = {"404", "NoSuchBucket", "NotFound"}
 
 
@@ -128,3 +130,36 @@ def _create_bucket(client: Any, name: str, region: str, where: str) -> None:
         code = str(err.response.get("Error", {}).get("Code", ""))
         if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise StorageError(f"S3 endpoint {where}: cannot create bucket {name!r} ({code})") from None
+
+
+def fetch_checkpoint(location: str, settings: Settings, dest: Path) -> Path:
+    """A local engine checkpoint file for ``location``: a file, a checkpoint directory (its ``model.pt``),
+    ``s3://bucket/key`` (file or directory, copied into ``dest``) or an MLflow artifact URI
+    (``runs:/<run id>/checkpoints/best.pt``, downloaded into ``dest``). Raises `StorageError` naming it."""
+    if location.startswith(("runs:/", "mlflow-artifacts:/", "models:/")):
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        from sp3d import tracking
+
+        tracking.configure(settings)
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dest)))
+        except (MlflowException, OSError) as err:
+            raise StorageError(f"{location}: cannot download ({str(err).splitlines()[0]})") from None
+        return local / CHECKPOINT_FILE if local.is_dir() else local
+    if urlparse(location).scheme != "s3":
+        local = Path(location).expanduser()
+        return local / CHECKPOINT_FILE if local.is_dir() else local
+    bucket, key = split_s3_uri(location)
+    fs, path = s3_filesystem(settings), f"{bucket}/{key}".rstrip("/")
+    try:
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            path = f"{path}/{CHECKPOINT_FILE}"
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            raise StorageError(f"{location}: no checkpoint there (expected a file or a dir with {CHECKPOINT_FILE})")
+        local = dest / path.rsplit("/", 1)[-1]
+        pafs.copy_files(path, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    except OSError as err:
+        raise StorageError(f"{location}: cannot read ({str(err).splitlines()[0]})") from None
+    return local

@@ -32,9 +32,8 @@ from selfpose3d.engine.trainer import NonFiniteLossError, Trainer
 from sp3d.progress import RichProgress
 from sp3d.run_tracking import MlflowTracking, epoch_metrics, fit_tracked, summary_metrics
 from sp3d.settings import Settings, load_settings
-from sp3d.storage import ensure_bucket, resolve_storage, split_s3_uri
+from sp3d.storage import CHECKPOINT_FILE, ensure_bucket, resolve_storage, split_s3_uri
 
-CHECKPOINT_FILE = "model.pt"
 RUN_INFO_FILE = "sp3d_run.json"
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2 internal; only CrashOnce reads it
 FAILED_FILE = "sp3d_failed.json"  # a deterministic failure (non-finite loss) of this run: never retried

@@ -3,6 +3,7 @@ optionally per sequence (SelfPose3d paper Table 8 layout) and as JSON."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,8 @@ from selfpose3d.evaluation import format_table, save_report
 from selfpose3d.models import SelfPose3dModel
 from sp3d.commands.train import user_errors
 from sp3d.progress import metrics_table
+from sp3d.settings import load_settings
+from sp3d.storage import fetch_checkpoint
 
 console = Console()
 
@@ -55,8 +58,10 @@ def load_model(payload: dict[str, Any], cfg: Config, device: torch.device, path:
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-k", help="Engine checkpoint file (model.pt from "
-                                             "a run's checkpoint dir, or best.pt / final.pt from MLflow).")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-k", help="Engine checkpoint: a file (model.pt, "
+                                            "best.pt, final.pt), a run's checkpoint dir, s3://bucket/key (file "
+                                            "or dir) or an MLflow artifact URI runs:/<run id>/checkpoints/best.pt.",
+                                            show_default=False)],
     config: Annotated[str | None, typer.Option("--config", "-c", help="Preset or YAML to evaluate with "
                                                "(default: the config embedded in the checkpoint).")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override KEY=VALUE, repeatable "
@@ -71,14 +76,15 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint on the test split: AP@25..150 (%), MPJPE (mm), Recall@500 (%); exit 1 on an
     unreadable checkpoint or dataset, 2 on a bad config."""
-    with user_errors():
+    with user_errors(), tempfile.TemporaryDirectory(prefix="sp3d-eval-") as tmp:
         torch_device = pick_device(device)
-        payload = load_checkpoint(checkpoint, map_location=torch_device)
+        path = fetch_checkpoint(checkpoint, load_settings(), Path(tmp))
+        payload = load_checkpoint(path, map_location=torch_device)
         cfg = eval_config(payload["config"], config, sets or [])
-        model = load_model(payload, cfg, torch_device, checkpoint)
+        model = load_model(payload, cfg, torch_device, path)
         dataset = build_dataset(cfg, "test", copies=False)
         metrics = evaluate_model(model, dataset, cfg, torch_device, per_sequence=per_sequence, max_frames=max_frames)
-    console.print(metrics_table(metrics, title=f"{checkpoint.name}: {cfg.name} test split"))
+    console.print(metrics_table(metrics, title=f"{checkpoint}: {cfg.name} test split"))
     if per_sequence and "sequences" in metrics:
         console.print(format_table(metrics["sequences"]), highlight=False)
     if out is not None:
