@@ -1,126 +1,40 @@
-"""Schema/key checks of the production deployment files under cluster/ (offline, no Docker/kubectl).
+"""Schema/key checks of the Ray cluster deployment files under cluster/ (offline, no Docker/kubectl).
 
 The Ray launcher config is validated with Ray's own schema and config preparation, the KubeRay
-manifests with Ray's own RayCluster -> autoscaler translation; compose/Dockerfiles by keys.
+manifests with Ray's own RayCluster -> autoscaler translation. Compose and Dockerfiles: test_stack_files.py.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import json
 import re
 import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import ray
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-CLUSTER = ROOT / "cluster"
-KUBERAY = CLUSTER / "kuberay"
-DRIVER_RESOURCE = "sp3d_driver"
-SPACE_NAMES = {"lambda", "sigma", "attention_backbone", "views", "root_input", "label_strategy", "full"}
-PY_TAG = f"py{sys.version_info.major}{sys.version_info.minor}"
-LOCAL_ONLY = {".env", "cluster.env"}  # real credentials, git-ignored: never scanned or listed
-
-SECRET_KEY = re.compile(r"(?i)(password|secret|secret_access_key|access_key_id|access_key|auth_token|token)$")
-REFERENCE = re.compile(r"^(\$\{\w+(:?[?-][^}]*)?\}|\$\$\{?\w+\}?|<[^<>]+>|)$")
-REQUIRED_REF = re.compile(r"^\$\{(\w+):\?[^}]+\}$")
-AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
-AWS_SECRET = re.compile(r"(?i)secret_access_key\W{1,4}([A-Za-z0-9/+=]{40})\b")
-LITERAL_PASSWORD = re.compile(
-    r"(?im)^\s*-?\s*[\w.-]*(password|passwd|secret|secret_access_key|secret_key)\s*[:=]\s*"
-    r"(?![\"']?(\$\{|\$\$|<))[\"']?(\S+)"
+from cluster_file_checks import (
+    AWS_KEY_ID,
+    AWS_SECRET,
+    CLUSTER,
+    DRIVER_RESOURCE,
+    KUBERAY,
+    LITERAL_PASSWORD,
+    LOCAL_ONLY,
+    PY_TAG,
+    REFERENCE,
+    ROOT,
+    SECRET_KEY,
+    SPACE_NAMES,
+    image_tag,
+    load_docs,
+    load_one,
+    ray_start_custom_resources,
+    secret_values,
 )
-
-
-# ----------------------------------------------------------------------------- helpers
-def load_docs(path: Path) -> list[Any]:
-    """All YAML documents of ``path`` (multi-document files allowed), empty documents dropped."""
-    with path.open() as fh:
-        return [doc for doc in yaml.safe_load_all(fh) if doc is not None]
-
-
-def load_one(path: Path) -> dict[str, Any]:
-    """The single YAML mapping in ``path``."""
-    docs = load_docs(path)
-    assert len(docs) == 1 and isinstance(docs[0], dict), f"{path}: expected one YAML mapping"
-    return docs[0]
-
-
-def image_tag(image: str) -> str:
-    """Tag part of a container image reference ('repo/name:tag' -> 'tag')."""
-    name = image.rsplit("/", 1)[-1]
-    assert ":" in name, f"image {image!r} has no explicit tag"
-    return name.split(":", 1)[1]
-
-
-def secret_values(node: Any, where: str = "") -> list[tuple[str, Any]]:
-    """(path, value) of every mapping entry (or k8s ``{name, value}`` env item) whose key looks
-    like a credential, found anywhere in a parsed YAML tree."""
-    found: list[tuple[str, Any]] = []
-    if isinstance(node, dict):
-        if isinstance(node.get("name"), str) and "value" in node and SECRET_KEY.search(node["name"]):
-            found.append((f"{where}/{node['name']}", node["value"]))
-        for key, value in node.items():
-            if isinstance(key, str) and SECRET_KEY.search(key) and not isinstance(value, (dict, list)):
-                found.append((f"{where}/{key}", value))
-            found += secret_values(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            found += secret_values(item, f"{where}[{i}]")
-    return found
-
-
-def ray_start_custom_resources(params: dict[str, str]) -> dict[str, int]:
-    """Custom resources of a KubeRay ``rayStartParams`` block (format '"{\\"name\\": n}"')."""
-    raw = params.get("resources")
-    if raw is None:
-        return {}
-    assert raw.startswith('"') and raw.endswith('"'), f"resources must be quoted JSON, got {raw!r}"
-    return json.loads(raw[1:-1].replace("\\", ""))
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs of a Dockerfile, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", path.read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            instr, _, args = line.partition(" ")
-            out.append((instr.upper(), args.strip()))
-    return out
-
-
-def resolve_from(path: Path) -> str:
-    """The FROM image of the (single-stage) Dockerfile with ``${ARG}`` defaults substituted."""
-    args: dict[str, str] = {}
-    for instr, rest in dockerfile_instructions(path):
-        if instr == "ARG" and "=" in rest:
-            key, value = rest.split("=", 1)
-            args[key.strip()] = value.strip().strip("\"'")
-        if instr == "FROM":
-            return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest.split()[0])
-    raise AssertionError(f"{path}: no FROM instruction")
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of an env file (comments and blanks skipped)."""
-    pairs = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path}: line {line!r} is not KEY=VALUE"
-            pairs[key.strip()] = value.strip()
-    return pairs
 
 
 # ----------------------------------------------------------------------------- all files
@@ -396,117 +310,3 @@ def test_configmap_and_secret_example(raycluster: dict[str, Any]) -> None:
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "sp3d-s3-credentials"
     assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     assert all(re.fullmatch(r"<[^<>]+>", v) for v in secret["stringData"].values())
-
-
-# ----------------------------------------------------------------------------- compose
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    """The parsed cluster/compose.yaml."""
-    return load_one(CLUSTER / "compose.yaml")
-
-
-def test_compose_services_health_and_order(compose: dict[str, Any]) -> None:
-    """Services exist, long-running ones have healthchecks, depends_on uses valid conditions."""
-    services = compose["services"]
-    assert {"minio", "createbuckets", "postgres", "mlflow"} <= set(services)
-    conditions = {"service_started", "service_healthy", "service_completed_successfully"}
-    for name, svc in services.items():
-        assert "image" in svc or "build" in svc, name
-        if svc.get("restart") != "no":
-            assert svc["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}, name
-        for dep, rule in svc.get("depends_on", {}).items():
-            assert dep in services and rule["condition"] in conditions, f"{name} -> {dep}"
-            if rule["condition"] == "service_healthy":
-                assert "healthcheck" in services[dep], f"{name} waits for {dep} health it never reports"
-    assert services["createbuckets"]["depends_on"]["minio"]["condition"] == "service_healthy"
-    mlflow_deps = services["mlflow"]["depends_on"]
-    assert mlflow_deps["postgres"]["condition"] == "service_healthy"
-    assert mlflow_deps["createbuckets"]["condition"] == "service_completed_successfully"
-    for volume in (v.split(":")[0] for s in services.values() for v in s.get("volumes", [])):
-        assert volume in compose["volumes"], f"undeclared named volume {volume}"
-
-
-def test_compose_credentials_are_required_references(compose: dict[str, Any]) -> None:
-    """Every credential is `${VAR:?message}` (compose fails loudly if unset) and in .env.example."""
-    example = parse_env_file(CLUSTER / ".env.example")
-    for name, svc in compose["services"].items():
-        for key, value in svc.get("environment", {}).items():
-            if SECRET_KEY.search(key) or key.endswith("_USER"):
-                match = REQUIRED_REF.match(str(value))
-                assert match, f"{name}.{key} must be ${{VAR:?...}}, got {value!r}"
-                assert match.group(1) in example, f"{match.group(1)} missing from cluster/.env.example"
-    code = re.sub(r"(?m)^\s*#.*$", "", (CLUSTER / "compose.yaml").read_text())
-    required = set(re.findall(r"\$\{(\w+):\?", code))
-    assert required <= set(example), f"not in .env.example: {required - set(example)}"
-    for key, value in example.items():
-        if SECRET_KEY.search(key) or key.endswith("_PASSWORD"):
-            assert re.fullmatch(r"<[^<>]+>", value), f".env.example {key} must be a <placeholder>"
-
-
-def test_compose_mlflow_server(compose: dict[str, Any]) -> None:
-    """MLflow: Postgres backend without inline password, proxied S3 artifacts, MinIO endpoint."""
-    mlflow = compose["services"]["mlflow"]
-    argv = mlflow["command"]
-    assert argv[:2] == ["mlflow", "server"] and "--serve-artifacts" in argv
-    assert re.fullmatch(
-        r"s3://\$\{SP3D_BUCKET:-sp3d\}/mlartifacts", argv[argv.index("--artifacts-destination") + 1]
-    )
-    backend = argv[argv.index("--backend-store-uri") + 1]
-    userinfo = re.sub(r"\$\{[^}]*\}", "X", backend.removeprefix("postgresql://")).split("@")[0]
-    assert backend.startswith("postgresql://") and ":" not in userinfo, "password belongs in PGPASSWORD"
-    assert argv[argv.index("--host") + 1] == "0.0.0.0"
-    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    dockerfile = CLUSTER / mlflow["build"]["context"] / mlflow["build"]["dockerfile"]
-    pinned = dict(re.findall(r"ARG (\w+)=(\S+)", dockerfile.read_text()))["MLFLOW_VERSION"]
-    assert pinned.split(".")[0] == importlib.metadata.version("mlflow").split(".")[0]
-    assert "psycopg2" in dockerfile.read_text() and "boto3" in dockerfile.read_text()
-
-
-@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh")
-def test_compose_createbuckets_script(compose: dict[str, Any]) -> None:
-    """The one-shot bucket script is valid sh and creates the `sp3d` bucket idempotently."""
-    svc = compose["services"]["createbuckets"]
-    script = svc["command"][0].replace("$$", "$")
-    subprocess.run(["sh", "-n", "-c", script], check=True, timeout=5)
-    assert "mc mb --ignore-existing" in script and svc["environment"]["SP3D_BUCKET"] == "${SP3D_BUCKET:-sp3d}"
-    assert svc["entrypoint"][0] == "/bin/sh"
-
-
-# ----------------------------------------------------------------------------- Dockerfiles
-def test_training_dockerfile() -> None:
-    """FROM the Ray image of the installed Ray/Python, installs the project, no secret ENV/ARG."""
-    path = CLUSTER / "Dockerfile"
-    image = resolve_from(path)
-    assert image.startswith("rayproject/ray:"), image
-    tag = image_tag(image)
-    assert tag.split("-")[0] == ray.__version__ and PY_TAG in tag.split("-") and tag.endswith("gpu")
-    instructions = dockerfile_instructions(path)
-    runs = " ".join(rest for instr, rest in instructions if instr == "RUN")
-    assert "requirements-ci.txt" in runs and "-e ." in runs
-    for instr, rest in instructions:
-        if instr in {"ENV", "ARG"}:
-            keys = re.findall(r"(\w+)=", rest) or [rest.split()[0]]
-            assert not [k for k in keys if SECRET_KEY.search(k)], f"secret in {instr} {rest}"
-        if instr in {"COPY", "ADD"}:
-            assert ".env" not in rest and "auth_token" not in rest
-
-
-def test_dockerignore_keeps_secrets_and_venv_out() -> None:
-    """The repo-root .dockerignore excludes the venv, git and local credential files."""
-    patterns = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
-    assert {".git", ".venv", ".env", "**/.env", "**/auth_token"} <= patterns
-
-
-def test_cluster_env_example_lists_job_environment() -> None:
-    """The node env template names every variable the jobs read, with placeholder credentials."""
-    env = parse_env_file(CLUSTER / "cluster.env.example")
-    assert set(env) == {
-        "MLFLOW_TRACKING_URI",
-        "SP3D_S3_ENDPOINT",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_DEFAULT_REGION",
-    }
-    assert re.fullmatch(r"<[^<>]+>", env["AWS_ACCESS_KEY_ID"]) and re.fullmatch(
-        r"<[^<>]+>", env["AWS_SECRET_ACCESS_KEY"]
-    )
