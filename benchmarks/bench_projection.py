@@ -7,7 +7,9 @@ numpy (`geometry.cameras.project_points`, float64), applies the affine, normalis
 * root grid (``model.root_space``, cached sampling grid, steady state) and
 * pose cubes (``model.max_proposals`` cubes of ``model.pose_cube_voxels``, not cached), through
   ``ProjectionLayer.cubes`` as `PoseNet` calls it; for comparison the same cube points also go through
-  the generic ``ProjectionLayer.forward`` (timed and checked, no speed-up requirement).
+  the generic ``ProjectionLayer.forward`` (timed and checked, no speed-up requirement). ``cubes`` returns
+  its (B, C, M) volume as a view of channels-last (B, M, C) memory (PoseNet's Conv3d takes that layout as
+  is); a last line times ``cubes(...).contiguous()`` for a caller that needs (B, C, M) memory.
 
 Usage: ``python benchmarks/bench_projection.py [--preset panoptic|tiny] [--repeats 3] [--threads N]``
 (``--threads N`` sets torch's threads and, through threadpoolctl when installed, numpy's BLAS threads, so
@@ -153,6 +155,8 @@ def run(preset: str, repeats: int, seed: int = 0) -> dict[str, float]:
     t_pose, ours_pose = timed(lambda: layer.cubes(heatmaps, batch, roots, m.pose_cube_mm, m.pose_cube_voxels),
                               repeats)
     t_points, ours_points = timed(lambda: layer(heatmaps, batch, cube_points(roots.double(), offsets)), repeats)
+    t_contig, _ = timed(lambda: layer.cubes(heatmaps, batch, roots, m.pose_cube_mm, m.pose_cube_voxels).contiguous(),
+                        repeats)
     t_pose_ref, ref_pose = timed(lambda: reference_cubes(heatmaps, ref_cams, affines, roots.double().numpy(),
                                                          offsets.numpy(), d.image_size), repeats)
     diff_root = float((ours_root - ref_root).abs().max())
@@ -167,7 +171,10 @@ def run(preset: str, repeats: int, seed: int = 0) -> dict[str, float]:
           f"speed-up {t_pose_ref / t_pose:6.1f}x  max|diff| {diff_pose:.1e}")
     print(f"  (same cubes as a (B, K*N, 3) point tensor through forward: {t_points * 1e3:9.1f} ms  "
           f"speed-up {t_pose_ref / t_points:6.1f}x  max|diff| {diff_points:.1e})")
-    return {"root": t_root, "root_ref": t_root_ref, "pose": t_pose, "pose_ref": t_pose_ref, "pose_points": t_points}
+    print(f"  (same cubes copied to contiguous (B, C, M) memory after the layer:   {t_contig * 1e3:9.1f} ms  "
+          f"speed-up {t_pose_ref / t_contig:6.1f}x)")
+    return {"root": t_root, "root_ref": t_root_ref, "pose": t_pose, "pose_ref": t_pose_ref, "pose_points": t_points,
+            "pose_contiguous": t_contig}
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Learning curves of SelfPose3d (self-supervised, no 3D labels) vs. the supervised VoxelPose baseline.
 
 Generates a synthetic world if missing (``--data``, default ``<out>/data``): ``--train-sequences``
-training sequences ``synth_train1..N`` (default 6, so the 2D net sees more than the preset's two people)
+training sequences ``synth_train1..N`` (default 24: ~55 people, so the 2D net generalises to the test people)
 plus the config's own test sequences, which are held out of training. Trains one or both modes with the
 same schedule and budget (the config's ``train`` section, ``--epochs`` / ``--set`` overrides) and
 evaluates on the test split after every epoch: 2D heatmap accuracy (PCK: heatmap argmax within 2 heatmap
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from selfpose3d.config import Config, load_config
+from selfpose3d.config.schema import SynthConfig
 from selfpose3d.data.dataset import collate_samples
 from selfpose3d.data.synthetic import MANIFEST, generate_dataset
 from selfpose3d.engine.callbacks import Callback, EpochEnd
@@ -93,11 +94,30 @@ def ensure_dataset(cfg: Config) -> Path:
         print(f"generating synthetic dataset at {root} ...", flush=True)
         generate_dataset(cfg, root)
         return root
-    have = {s["name"] for s in json.loads(manifest.read_text()).get("sequences", [])}
+    data = json.loads(manifest.read_text())
+    have = {s["name"] for s in data.get("sequences", [])}
     missing = sorted(set(cfg.dataset.train_sequences + cfg.dataset.test_sequences) - have)
     if missing:
         raise BenchmarkError(f"{manifest}: dataset lacks sequences {missing}; pass another --data folder")
+    differ = synth_differences(data.get("synth", {}), cfg)
+    if differ:
+        raise BenchmarkError(f"{manifest}: dataset was generated with other synth settings ({', '.join(differ)}); "
+                             "pass another --data folder")
     return root
+
+
+def synth_differences(written: dict[str, Any], cfg: Config) -> list[str]:
+    """``synth.KEY`` settings (sequence list aside) of a dataset manifest that differ from ``cfg.synth``; keys
+    missing from an older manifest count as their defaults, keys this version does not know always differ."""
+    unknown = sorted(set(written) - set(SynthConfig.model_fields))
+    known = {k: v for k, v in written.items() if k in SynthConfig.model_fields}
+    try:
+        old = SynthConfig.model_validate({**known, "sequences": cfg.synth.sequences}).model_dump()
+    except ValueError as err:
+        return [f"unreadable manifest synth section ({str(err).splitlines()[0]})"]
+    new = cfg.synth.model_dump()
+    return [f"synth.{k}: {old[k]} vs {new[k]}" for k in new if k != "sequences" and old[k] != new[k]] + [
+        f"synth.{k}: unknown setting" for k in unknown]
 
 
 @torch.no_grad()
@@ -183,11 +203,12 @@ def run_mode(config: str, mode: str, overrides: list[str], threads: int, pck_fra
     ensure_dataset(cfg)
     torch.set_num_threads(threads)
     recorder = CurveRecorder(cfg, pck_frames)
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     trainer = Trainer(cfg, [recorder], device="cpu")
     final = trainer.fit()
-    wall = time.time() - start
+    wall, cpu = time.time() - start, time.process_time() - cpu_start
     return {"mode": mode, "config": config, "overrides": overrides, "wall_seconds": round(wall, 1),
+            "cpu_seconds": round(cpu, 1),
             "rows": recorder.rows, "final": {k: v for k, v in final.items() if isinstance(v, float)},
             "train_frames": len(trainer.train_set), "test_frames": len(trainer.test_set),
             "eval_frames": cfg.eval.max_test_frames, "torch_threads": threads,
@@ -263,7 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--modes", default=",".join(MODES), help="comma list of self_supervised, supervised")
     ap.add_argument("--epochs", default=None, help="per-stage epoch overrides, e.g. backbone_2d=6,pose_net=4")
     ap.add_argument("--data", type=Path, default=None, help="synthetic dataset root (default: <out>/data)")
-    ap.add_argument("--train-sequences", type=int, default=6, help="synthetic training sequences (default 6)")
+    ap.add_argument("--train-sequences", type=int, default=24, help="synthetic training sequences (default 24)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra KEY=VALUE config override")
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")
     ap.add_argument("--pck-frames", type=int, default=10, help="test frames scored by the 2D PCK")
@@ -288,10 +309,12 @@ def main(argv: list[str] | None = None) -> None:
         results = read_results(path)  # re-read: another process may have written the other mode meanwhile
         results[mode] = record
         write_atomic(path, json.dumps(results, indent=1).encode())
-        print(f"{mode}: wall time {record['wall_seconds']:.0f} s", flush=True)
+        print(f"{mode}: wall time {record['wall_seconds']:.0f} s, process CPU time {record['cpu_seconds']:.0f} s",
+              flush=True)
     results = read_results(path)
     for mode, record in results.items():
-        print(f"\n{mode} ({record['wall_seconds']:.0f} s, overrides {record['overrides']})")
+        cpu = f", CPU {record['cpu_seconds']:.0f} s" if "cpu_seconds" in record else ""
+        print(f"\n{mode} (wall {record['wall_seconds']:.0f} s{cpu}, overrides {record['overrides']})")
         print(format_table(record["rows"]))
     plot_curves(results, args.out / PLOT)
     print(f"\nwrote {path} and {args.out / PLOT}")

@@ -113,7 +113,8 @@ def test_compose_takes_network_from_train_and_scene_from_test(world: SimpleNames
     assert cfg.model.root_space.voxels == (32, 32, 8)
     assert cfg.model.model_dump(exclude={"root_space"}) == a.model.model_dump(exclude={"root_space"})
     assert any("dataset.image_size" in n and "[800, 640]" in n for n in notes)
-    assert any("voxel size [250.0, 250.0, 250.0] mm vs [500.0, 500.0, 500.0] mm" in n for n in notes)
+    trained_voxel = (np.array(a.model.root_space.size_mm) / np.array(a.model.root_space.voxels)).round(1).tolist()
+    assert any(f"voxel size [250.0, 250.0, 250.0] mm vs {trained_voxel} mm" in n for n in notes)
 
 
 def test_parse_tests_labels_and_scoped_sets() -> None:

@@ -26,6 +26,7 @@ from selfpose3d.models import (
     grid_points,
     index_to_mm,
     projection,
+    sampling,
     soft_argmax,
 )
 from selfpose3d.models.pose_resnet import load_trunk_weights
@@ -222,7 +223,7 @@ def test_index_to_mm_inverts_grid_points() -> None:
 def test_cube_points_are_centred_on_roots(tiny_model: SelfPose3dModel) -> None:
     roots = torch.tensor([[[0.0, 0.0, 900.0], [1000.0, -500.0, 800.0]]])
     pts = cube_points(roots, tiny_model.pose_net.offsets)
-    assert pts.shape == (1, 2 * 16**3, 3)
+    assert pts.shape == (1, 2 * int(np.prod(tiny_model.cfg.model.pose_cube_voxels)), 3)
     assert torch.allclose(pts.view(1, 2, -1, 3).mean(2), roots, atol=1e-3)
 
 
@@ -361,3 +362,44 @@ def test_cubes_match_point_path_with_and_without_autograd(monkeypatch: pytest.Mo
     assert torch.equal(graded.detach(), ours)
     graded.sum().backward()
     assert heat.grad is not None and float(heat.grad.abs().sum()) > 0
+
+
+def grid_sample_volume(heat: torch.Tensor, batch: dict, points: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """The grid_sample formulation (the cached root path's): one grid_sample per view, sum / valid views."""
+    B, V, C, h, w = heat.shape
+    grid, count = projection.sampling_grid(points, batch, image_size, (w, h), grid_dtype=heat.dtype)
+    sampled = F.grid_sample(heat.reshape(B * V, C, h, w), grid, align_corners=True).view(B, V, C, -1)
+    return (sampled.sum(1) / count.clamp(min=1)).clamp(0, 1)
+
+
+def test_bag_sampling_values_and_gradient_match_grid_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the embedding-bag sampler (cubes / uncached points) == grid_sample on the same grids, in value and in
+    # gradient w.r.t. the heatmaps (float64), also with several blocks and with the int64 index packing
+    B, V, C, h, w = 2, 3, 2, 8, 12
+    monkeypatch.setattr(projection, "CHUNK_POINTS", 40)
+    rng = np.random.default_rng(5)
+    affines = np.stack([[resize_affine(RES, (192, 128), rng.uniform(-30, 30), rng.uniform(0.9, 1.1))
+                         for _ in range(V)] for _ in range(B)])  # rotated affines: non-diagonal transforms
+    batch = make_batch([ring_cameras(V, seed=30 + b) for b in range(B)], affines)
+    roots = torch.tensor([[[0.0, -300.0, 900.0], [4000.0, 0.0, 4000.0]], [[-900.0, 600.0, 800.0], [-2500.0, 2500.0, 0.0]]])
+    size, voxels = (1800.0, 1500.0, 1200.0), (5, 4, 3)
+    points = cube_points(roots.double(), grid_points((0, 0, 0), size, voxels, dtype=torch.float64))
+    layer = ProjectionLayer((192, 128), (w, h))
+    heat = (torch.rand(B, V, C, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 0.9)
+    heat.requires_grad_(True)
+    probe = torch.randn(B, C, points.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ref = grid_sample_volume(heat, batch, points, (192, 128))
+    (ref_grad,) = torch.autograd.grad((ref * probe).sum(), heat)
+    count = projection.sampling_grid(points, batch, (192, 128), (w, h))[1]
+    assert float((count == V).double().mean()) < 0.9 and float((count > 0).double().mean()) > 0.3  # partly in view
+    for exact_rows in (sampling.EXACT_ROWS, 0):  # 0: pack the tap rows in int64 instead of float64
+        monkeypatch.setattr(sampling, "EXACT_ROWS", exact_rows)
+        for volume in (layer.cubes(heat, batch, roots, size, voxels), layer(heat, batch, points)):
+            (grad,) = torch.autograd.grad((volume * probe).sum(), heat)
+            assert float((volume.detach() - ref.detach()).abs().max()) <= 1e-12
+            assert float((grad - ref_grad).abs().max()) <= 1e-12
+            with torch.no_grad():
+                assert float((layer.cubes(heat, batch, roots, size, voxels) - ref).abs().max()) <= 1e-12
+    small = heat[:1, :, :1].detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda hm: layer.cubes(hm, {k: v[:1] for k, v in batch.items()}, roots[:1], size,
+                                                           voxels), (small,))

@@ -2,7 +2,8 @@
 
 Every voxel centre (mm, model frame) is projected into every view with the camera's distortion (the
 same model as `geometry.cameras.project_points_torch`), mapped by the view's affine (original px ->
-input px), scaled to heatmap px and normalised to [-1, 1] for ``F.grid_sample(align_corners=True)``.
+input px) and scaled to heatmap px (pixel centres at integers, ``F.grid_sample(align_corners=True)``'s
+convention), then sampled bilinearly (zeros outside the heatmap).
 A view counts for a voxel when the point is in front of the camera (depth >= 1 mm), within the
 distortion model's range (undistorted r^2 = (x/z)^2 + (y/z)^2 <= 4, where `project_points_torch`
 clamps; further out the polynomial can fold points back into the image) and inside the heatmap. The
@@ -10,16 +11,19 @@ volume is the mean over those views (0 when none), clamped to [0, 1].
 
 Speed (CPU, `benchmarks/bench_projection.py`):
 
-* The camera -> grid-coordinate chain K -> affine -> heatmap scale -> [-1, 1] is linear, so it is folded
-  into one 2x3 matrix per view and merged with the tangential distortion terms (`_grid_block`): about
-  40 elementwise float64 passes per point and view.
+* The camera -> pixel chain K -> affine -> heatmap scale is linear, so it is folded into one 2x3 matrix per
+  view (`pixel_transform`) and merged with the distortion terms (`sampling.pixel_coords`).
 * Per-proposal cubes are regular grids: camera coordinates are the per-cube ``R @ root + t`` plus three
   per-axis terms, added by broadcasting (`ProjectionLayer.cubes`), never a (M, 3) point tensor.
-* Without autograd, grids are built, sampled and averaged over views block by block, so every
-  temporary stays in cache and the (B*V, C, M) samples are never materialised. With autograd one
-  ``grid_sample`` samples everything (a per-block backward would zero a full heatmap gradient per block).
+* Uncached point sets (cubes, generic points) are sampled by `sampling.bag_volume`: per block of points,
+  exact float64 pixel coordinates -> 4 bilinear taps per view with weight / number of valid views -> one
+  ``F.embedding_bag`` over a channels-last heatmap table, which sums taps and views in one pass (~5x
+  fewer cycles than ``F.grid_sample`` on NCHW maps plus a sum over views). Their volume is a (B, C, M) view
+  of channels-last (B, M, C) memory, the layout embedding_bag writes; PoseNet's (B*K, J, X, Y, Z) view of
+  it is ``torch.channels_last_3d``, which Conv3d takes without a copy.
 * Sampling grids of a fixed voxel set (the root space) are cached, keyed by a hash of the camera and
-  affine tensors' bytes. Gradients flow to the heatmaps only (grids are built without autograd).
+  affine tensors' bytes, and sampled with ``F.grid_sample`` (block-wise without autograd, so the
+  (B*V, C, M) samples are never materialised). Gradients flow to the heatmaps only.
 """
 
 from __future__ import annotations
@@ -32,14 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MIN_DEPTH_MM = 1.0  # same clamp as geometry.cameras.project_points_torch
-MAX_R2 = 4.0  # same clamp as geometry.cameras.project_points_torch
+from selfpose3d.models.sampling import (
+    Coords,
+    ViewConstants,
+    bag_volume,
+    pixel_coords,
+    view_constants,
+)
+
 OUTSIDE = -3.0  # grid coordinate of an invalid sample: all bilinear taps fall outside -> exactly 0
 CAMERA_KEYS = ("K", "R", "t", "dist", "affine")
-CHUNK_POINTS = 16384  # points per grid-building block (B*V*CHUNK float64 per temporary: cache-sized)
-SAMPLE_POINTS = 4096  # points per grid_sample call without autograd ((B*V, C, SAMPLE) floats per call)
-
-Coords = Callable[[int, int], tuple[Tensor, Tensor, Tensor]]  # (start, end) -> camera x, y, z (B, V, n) mm
+CHUNK_POINTS = 32768  # points per block (B*V*CHUNK float64 per temporary: L3-sized)
+SAMPLE_POINTS = 4096  # points per grid_sample call of the cached path without autograd
 
 
 class ProjectionError(ValueError):
@@ -74,99 +82,87 @@ def cube_points(centers_mm: Tensor, offsets_mm: Tensor) -> Tensor:
     return pts.reshape(centers_mm.shape[0], -1, 3)
 
 
-def grid_transform(K: Tensor, affine: Tensor, image_size: Sequence[int],
-                   heatmap_size: Sequence[int]) -> Tensor:
-    """Fold K (B,V,3,3) px, affine (B,V,2,3) original px -> input px, input->heatmap scaling and the
-    [-1, 1] normalisation (align_corners=True) into one (B, V, 2, 3) float64 matrix applied to
-    distorted normalised camera coordinates (xd, yd, 1). image_size / heatmap_size: (width, height)."""
+def pixel_transform(K: Tensor, affine: Tensor, image_size: Sequence[int], heatmap_size: Sequence[int]) -> Tensor:
+    """Fold K (B,V,3,3) px, affine (B,V,2,3) original px -> input px and the input -> heatmap scaling into one
+    (B, V, 2, 3) float64 matrix applied to distorted normalised camera coordinates (xd, yd, 1), giving heatmap
+    px with pixel centres at integers (``grid_sample(align_corners=True)``'s convention). image_size /
+    heatmap_size: (width, height)."""
     K = K.double()
     affine = affine.double()
-    hw, hh = heatmap_size
-    sx = heatmap_size[0] / image_size[0] * 2.0 / max(hw - 1, 1)
-    sy = heatmap_size[1] / image_size[1] * 2.0 / max(hh - 1, 1)
-    norm = torch.tensor([[sx, 0.0, -1.0], [0.0, sy, -1.0], [0.0, 0.0, 1.0]], dtype=torch.float64,
-                        device=K.device)
-    bottom = torch.zeros(*affine.shape[:-2], 1, 3, dtype=torch.float64, device=K.device)
-    bottom[..., 0, 2] = 1.0
-    affine3 = torch.cat([affine, bottom], dim=-2)
-    return (norm @ affine3 @ K)[..., :2, :]
+    scale = torch.tensor([heatmap_size[0] / image_size[0], heatmap_size[1] / image_size[1]],
+                         dtype=torch.float64, device=K.device)
+    return scale[:, None] * (affine @ K)
 
 
-def _grid_block(x: Tensor, y: Tensor, z: Tensor, dist: Tensor, T: Tensor, grid: Tensor) -> Tensor:
-    """Camera coordinates x, y, z (B, V, n) float64 mm (overwritten) -> grid coordinates written into
-    grid (B, V, n, 2); returns valid (B, V, n) bool. Same model as `project_points_torch` then T
-    (`grid_transform`), rearranged: with s = 1 + k1 r2 + k2 r2^2 + k3 r2^3 + 2 p1 y + 2 p2 x (normalised
-    x, y), xd = x s + p2 r2 and yd = y s + p1 r2, so g = T[:, :2] (x, y) * s + T[:, :2] (p2, p1) r2 + T[:, 2].
-    Invalid points (depth < 1 mm, r2 > 4 where the polynomial folds back, outside [-1, 1]) get gx = OUTSIDE;
-    their other intermediate values (possibly inf/nan) are never used."""
-    k1, k2, p1, p2, k3 = (dist[..., i, None] for i in range(5))
-    t00, t01, t02, t10, t11, t12 = (T[..., i, j, None] for i in range(2) for j in range(3))
-    valid = z >= MIN_DEPTH_MM
-    inv = z.reciprocal_()
-    x, y = x.mul_(inv), y.mul_(inv)
-    r2 = torch.mul(x, x).addcmul_(y, y)
-    valid &= r2 <= MAX_R2
-    s = torch.addcmul(k2, k3, r2)
-    s = torch.addcmul(k1, s, r2, out=s)
-    s = torch.addcmul(torch.ones((), dtype=s.dtype), s, r2, out=s)
-    s.addcmul_(y, 2.0 * p1).addcmul_(x, 2.0 * p2)
-    gx = torch.addcmul(t02, t00 * p2 + t01 * p1, r2).addcmul_(torch.mul(x, t00).addcmul_(y, t01), s)
-    gy = torch.addcmul(t12, t10 * p2 + t11 * p1, r2).addcmul_(y.mul_(t11).addcmul_(x, t10), s)
-    edge = gx.abs()
-    valid &= torch.maximum(edge, gy.abs(), out=edge) <= 1.0  # nan (invalid depth) compares False
-    grid[..., 0].copy_(torch.where(valid, gx, OUTSIDE))
-    grid[..., 1].copy_(gy)
+def _grid_block(x: Tensor, y: Tensor, z: Tensor, consts: ViewConstants, size: Sequence[int],
+                grid: Tensor) -> Tensor:
+    """Camera coordinates x, y, z (B, V, n) float64 mm (overwritten) -> ``grid_sample`` coordinates in [-1, 1]
+    written into grid (B, V, n, 2); returns valid (B, V, n) bool (`sampling.pixel_coords`' mask, inside the
+    heatmap). Invalid points get gx = OUTSIDE, so they sample exactly 0."""
+    w, h = size
+    u, v, mask = pixel_coords(x, y, z, consts)
+    valid = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    if mask is not None:
+        valid &= mask
+    grid[..., 0].copy_(torch.where(valid, u.mul_(2.0 / max(w - 1, 1)).sub_(1.0), OUTSIDE))
+    grid[..., 1].copy_(v.mul_(2.0 / max(h - 1, 1)).sub_(1.0))
     return valid
 
 
 def _point_coords(points: Tensor, R: Tensor, t: Tensor) -> Coords:
-    """Camera coordinates of points (B, M, 3) mm (R (B,V,3,3), t (B,V,3) float64) for a point range."""
-    def coords(s: int, e: int) -> tuple[Tensor, Tensor, Tensor]:
-        X, Y, Z = points[:, s:e].to(R.dtype).transpose(1, 2).unsqueeze(1).unbind(dim=2)  # (B, 1, n) each
-
-        def row(i: int) -> Tensor:
-            out = torch.addcmul(t[..., i, None], R[..., i, 0, None], X)
-            return out.addcmul_(R[..., i, 1, None], Y).addcmul_(R[..., i, 2, None], Z)
-
-        return row(0), row(1), row(2)
+    """Camera coordinates of points (B, M, 3) mm (R (B,V,3,3), t (B,V,3) float64) for a point range,
+    written into a (B, V, 3, n) float64 buffer."""
+    def coords(s: int, e: int, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        X, Y, Z = points[:, s:e].to(R.dtype).transpose(1, 2).contiguous().unsqueeze(1).unbind(dim=2)  # (B, 1, n)
+        for i in range(3):
+            row = torch.mul(X, R[..., i, 0, None], out=out[:, :, i])
+            row.addcmul_(Y, R[..., i, 1, None]).addcmul_(Z, R[..., i, 2, None]).add_(t[..., i, None])
+        return out[:, :, 0], out[:, :, 1], out[:, :, 2]
     return coords
 
 
 def _cube_coords(centers: Tensor, axes: Sequence[Tensor], R: Tensor, t: Tensor) -> Coords:
     """Camera coordinates of the cubes centres (B, K, 3) + grid of axes (X,), (Y,), (Z,) mm, ordered as
     `cube_points` (index k*N + (ix*Y + iy)*Z + iz), for a point range lying inside one cube and made of
-    whole ix-slices: (R @ root + t) + R[:, 0] ox + R[:, 1] oy + R[:, 2] oz, summed by broadcasting."""
+    whole ix-slices, written into a (B, V, 3, n) float64 buffer: (R @ root + t) + R[:, 0] ox + R[:, 1] oy
+    + R[:, 2] oz, summed by broadcasting."""
     base = torch.einsum("bvij,bkj->bkvi", R, centers.to(R.dtype)) + t[:, None]  # (B, K, V, 3)
     ox, oy, oz = (R[..., a, None] * ax.to(R)[None, None, None] for a, ax in enumerate(axes))  # (B, V, 3, n_a)
     n_yz = oy.shape[-1] * oz.shape[-1]
     n = ox.shape[-1] * n_yz
 
-    def coords(s: int, e: int) -> tuple[Tensor, Tensor, Tensor]:
+    def coords(s: int, e: int, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         k, i0, i1 = s // n, (s % n) // n_yz, (s % n) // n_yz + (e - s) // n_yz
         plane = (base[:, k, :, :, None, None] + ox[..., i0:i1, None]) + oy[..., None, :]  # (B, V, 3, ni, Y)
-        full = (plane[..., None] + oz[..., None, None, :]).flatten(3)  # (B, V, 3, ni*Y*Z)
-        return full[:, :, 0], full[:, :, 1], full[:, :, 2]
+        torch.add(plane[..., None], oz[..., None, None, :], out=out.view(*plane.shape, oz.shape[-1]))
+        return out[:, :, 0], out[:, :, 1], out[:, :, 2]
     return coords
 
 
+def _block_size(chunk: int, step: int) -> int:
+    """Points per block: a multiple of ``step`` (whole cube x-slices), about ``chunk``."""
+    return max(step, chunk // step * step)
+
+
 def _blocks(M: int, chunk: int, step: int, period: int) -> Iterator[tuple[int, int]]:
-    """Point ranges [s, e) covering 0..M: at most max(chunk, step) points, a multiple of ``step``, never
+    """Point ranges [s, e) covering 0..M: at most `_block_size` points, a multiple of ``step``, never
     crossing a multiple of ``period`` (a cube's N points; ``period`` is a multiple of ``step``)."""
-    size = max(step, chunk // step * step)
+    size = _block_size(chunk, step)
     for start in range(0, M, period):
         stop = min(start + period, M)
         for s in range(start, stop, size):
             yield s, min(s + size, stop)
 
 
-def _fill(coords: Coords, M: int, cam: Mapping[str, Tensor], T: Tensor, grid_dtype: torch.dtype,
-          chunk: int, step: int = 1, period: int | None = None) -> tuple[Tensor, Tensor]:
+def _fill(coords: Coords, M: int, consts: ViewConstants, size: Sequence[int], grid_dtype: torch.dtype,
+          chunk: int) -> tuple[Tensor, Tensor]:
     """Whole grid (B*V, 1, M, 2) and valid-view count (B, 1, M) from a camera-coordinate source."""
-    B, V = T.shape[:2]
-    grid = torch.empty(B, V, M, 2, dtype=grid_dtype, device=T.device)
-    count = torch.empty(B, M, dtype=grid_dtype, device=T.device)
-    for s, e in _blocks(M, chunk, step, max(period or M, 1)):
-        valid = _grid_block(*coords(s, e), cam["dist"], T, grid[:, :, s:e])
+    B, V = consts.k1.shape[:2]
+    grid = torch.empty(B, V, M, 2, dtype=grid_dtype, device=consts.k1.device)
+    count = torch.empty(B, M, dtype=grid_dtype, device=consts.k1.device)
+    for s, e in _blocks(M, chunk, 1, max(M, 1)):
+        xyz = coords(s, e, torch.empty(B, V, 3, e - s, dtype=torch.float64, device=grid.device))
+        valid = _grid_block(*xyz, consts, size, grid[:, :, s:e])
         torch.sum(valid, dim=1, out=count[:, s:e])
     return grid.view(B * V, 1, M, 2), count.unsqueeze(1)
 
@@ -186,10 +182,10 @@ def _mean_over_views(maps: Tensor, grid: Tensor, count: Tensor, out: Tensor, sam
 
 
 def _camera_setup(cameras: Mapping[str, Tensor], image_size: Sequence[int], heatmap_size: Sequence[int],
-                  device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
-    """float64 copies of the camera tensors and the folded grid transform T (B, V, 2, 3)."""
+                  device: torch.device) -> tuple[dict[str, Tensor], ViewConstants]:
+    """float64 copies of the camera tensors and the per-view constants of `sampling.pixel_coords`."""
     cam = {k: cameras[k].to(device=device, dtype=torch.float64) for k in CAMERA_KEYS}
-    return cam, grid_transform(cam["K"], cam["affine"], image_size, heatmap_size)
+    return cam, view_constants(cam["dist"], pixel_transform(cam["K"], cam["affine"], image_size, heatmap_size))
 
 
 def sampling_grid(points: Tensor, cameras: Mapping[str, Tensor], image_size: Sequence[int],
@@ -207,8 +203,9 @@ def sampling_grid(points: Tensor, cameras: Mapping[str, Tensor], image_size: Seq
     the temporaries stay cache-sized (results do not depend on it).
     """
     with torch.no_grad():
-        cam, T = _camera_setup(cameras, image_size, heatmap_size, points.device)
-        return _fill(_point_coords(points, cam["R"], cam["t"]), points.shape[1], cam, T, grid_dtype, chunk)
+        cam, consts = _camera_setup(cameras, image_size, heatmap_size, points.device)
+        return _fill(_point_coords(points, cam["R"], cam["t"]), points.shape[1], consts, heatmap_size,
+                     grid_dtype, chunk)
 
 
 def camera_key(cameras: Mapping[str, Tensor]) -> str:
@@ -297,42 +294,22 @@ class ProjectionLayer(nn.Module):
         _mean_over_views(maps, grid.view(B, V, M, 2), count.view(B, M).to(heatmaps.dtype), out, SAMPLE_POINTS)
         return out
 
-    def _fused(self, heatmaps: Tensor, cameras: Mapping[str, Tensor], coords_of: Callable[[dict], Coords],
-               M: int, step: int = 1, period: int | None = None) -> Tensor:
-        """Grid + sampling + view mean (B, C, M) from a camera-coordinate source ``coords_of(float64 cameras)``
-        whose point ranges must be multiples of ``step`` inside one ``period``; block-wise without autograd."""
-        dtype, period = _grid_dtype(heatmaps), period or max(M, 1)
-        needs_grad = torch.is_grad_enabled() and heatmaps.requires_grad
+    def _bags(self, heatmaps: Tensor, cameras: Mapping[str, Tensor], coords_of: Callable[[dict], Coords],
+              M: int, step: int = 1, period: int | None = None) -> Tensor:
+        """Sampling + view mean (B, C, M) by `sampling.bag_volume` from a camera-coordinate source
+        ``coords_of(float64 cameras)`` whose point ranges must be multiples of ``step`` inside one ``period``."""
         with torch.no_grad():
-            cam, T = _camera_setup(cameras, self.image_size, self.heatmap_size, heatmaps.device)
+            cam, consts = _camera_setup(cameras, self.image_size, self.heatmap_size, heatmaps.device)
             coords = coords_of(cam)
-            if needs_grad:
-                grid, count = _fill(coords, M, cam, T, dtype, CHUNK_POINTS, step, period)
-            else:
-                return self._fused_blocks(heatmaps, coords, M, cam, T, step, period)
-        return self._sample(heatmaps, grid, count)
-
-    def _fused_blocks(self, heatmaps: Tensor, coords: Coords, M: int, cam: Mapping[str, Tensor], T: Tensor,
-                      step: int, period: int) -> Tensor:
-        """No-autograd path of `_fused`: per block of points, grid -> grid_sample -> view mean into (B, C, M)."""
-        B, V, C, h, w = heatmaps.shape
-        maps = heatmaps.reshape(B * V, C, h, w)
-        out = heatmaps.new_empty(B, C, M)
-        size = max(step, CHUNK_POINTS)
-        grid = torch.empty(B, V, size, 2, dtype=heatmaps.dtype, device=heatmaps.device)
-        count = torch.empty(B, size, dtype=heatmaps.dtype, device=heatmaps.device)
-        for s, e in _blocks(M, CHUNK_POINTS, step, period):
-            valid = _grid_block(*coords(s, e), cam["dist"], T, grid[:, :, : e - s])
-            torch.sum(valid, dim=1, out=count[:, : e - s])
-            _mean_over_views(maps, grid[:, :, : e - s], count[:, : e - s], out[:, :, s:e], SAMPLE_POINTS)
-        return out
+        blocks = _blocks(M, CHUNK_POINTS, step, period or max(M, 1))
+        return bag_volume(heatmaps, coords, blocks, M, _block_size(CHUNK_POINTS, step), consts)
 
     def forward(self, heatmaps: Tensor, cameras: Mapping[str, Tensor], points: Tensor,
                 cache_key: Hashable | None = None) -> Tensor:
         """heatmaps (B, V, C, h, w), cameras (batch keys K, R, t, dist, affine; (B, V, ...)),
         points (B, M, 3) or (M, 3) mm (float64 points keep sub-micrometre precision far from the
         origin) -> volume (B, C, M) in [0, 1]: the mean over the views in which
-        the point is valid (0 if none)."""
+        the point is valid (0 if none). Without ``cache_key`` the volume is a view of (B, M, C) memory."""
         _check_inputs(heatmaps, cameras, self.heatmap_size)
         B = heatmaps.shape[0]
         if points.dim() == 2:
@@ -341,19 +318,20 @@ class ProjectionLayer(nn.Module):
         if cache_key is not None and self.cache_size > 0:
             grid, count = self.grids(cameras, points, cache_key, _grid_dtype(heatmaps))
             return self._sample(heatmaps, grid, count)
-        return self._fused(heatmaps, cameras, lambda cam: _point_coords(points, cam["R"], cam["t"]),
-                           points.shape[1])
+        return self._bags(heatmaps, cameras, lambda cam: _point_coords(points, cam["R"], cam["t"]),
+                          points.shape[1])
 
     def cubes(self, heatmaps: Tensor, cameras: Mapping[str, Tensor], centers_mm: Tensor,
               size_mm: Sequence[float], voxels: Sequence[int]) -> Tensor:
         """Volumes of K cubes per sample: heatmaps (B, V, C, h, w), cameras as in `forward`, cube centres
         (B, K, 3) mm (no gradient), cube size (3,) mm and voxel counts (3,) -> (B, C, K*N), N = X*Y*Z,
         equal to ``forward(heatmaps, cameras, cube_points(centers, grid_points(0, size_mm, voxels)))``
-        (up to float64 rounding) but without building the points: x_cam = (R root + t) + per-axis terms."""
+        (up to float64 rounding, also a view of (B, K*N, C) memory) but without building the points:
+        x_cam = (R root + t) + per-axis terms."""
         _check_inputs(heatmaps, cameras, self.heatmap_size)
         axes = grid_axes((0.0, 0.0, 0.0), size_mm, voxels)
         centers = centers_mm.detach().to(device=heatmaps.device, dtype=torch.float64)
         step = len(axes[1]) * len(axes[2])
         n = step * len(axes[0])
-        return self._fused(heatmaps, cameras, lambda cam: _cube_coords(centers, axes, cam["R"], cam["t"]),
-                           centers.shape[1] * n, step, n)
+        return self._bags(heatmaps, cameras, lambda cam: _cube_coords(centers, axes, cam["R"], cam["t"]),
+                          centers.shape[1] * n, step, n)
