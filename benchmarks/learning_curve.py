@@ -37,6 +37,7 @@ from selfpose3d.data.dataset import collate_samples
 from selfpose3d.data.synthetic import MANIFEST, generate_dataset
 from selfpose3d.engine.callbacks import Callback, EpochEnd
 from selfpose3d.engine.trainer import STAGES, Trainer
+from selfpose3d.fileio import atomic_output
 from selfpose3d.geometry.cameras import project_points_torch
 from selfpose3d.losses.render import in_heatmap, original_to_heatmap_px
 from selfpose3d.losses.supervised import gt_person_mask
@@ -229,18 +230,6 @@ def read_results(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder + os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def plot_curves(results: dict[str, Any], path: Path) -> None:
     """PNG with AP@50/100/150 (solid/dashed/dotted), MPJPE and root AP@150 / 2D PCK vs. global epoch per mode."""
     import matplotlib
@@ -308,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         record = run_mode(args.config, mode, overrides, args.threads, args.pck_frames)
         results = read_results(path)  # re-read: another process may have written the other mode meanwhile
         results[mode] = record
-        write_atomic(path, json.dumps(results, indent=1).encode())
+        with atomic_output(path, suffix="", mode=None) as tmp:
+            Path(tmp).write_text(json.dumps(results, indent=1))
         print(f"{mode}: wall time {record['wall_seconds']:.0f} s, process CPU time {record['cpu_seconds']:.0f} s",
               flush=True)
     results = read_results(path)

@@ -21,6 +21,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from selfpose3d.fileio import atomic_output  # noqa: E402
 from sp3d.compare import (  # noqa: E402
     LOSS_CURVE,
     Comparison,
@@ -30,7 +31,7 @@ from sp3d.compare import (  # noqa: E402
     is_log_param,
     same_value,
 )
-from sp3d.compare_report import atomic_output, metric_label  # noqa: E402
+from sp3d.compare_report import metric_label  # noqa: E402
 from sp3d.search_space_schema import ChoiceParam  # noqa: E402
 
 DPI = 120
@@ -222,7 +223,7 @@ def learning_curves(cmp: Comparison) -> Figure:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Save `fig` as PNG atomically (`compare_report.atomic_output`); returns `path`."""
+    """Save `fig` as PNG atomically (`selfpose3d.fileio.atomic_output`); returns `path`."""
     with atomic_output(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=DPI)
     return path

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.table import Table
 
+from selfpose3d.fileio import atomic_output
 from sp3d.compare import Comparison, Group, Trial, display_value, format_param, is_percent
 from sp3d.redact import scrub_text
 
@@ -181,22 +180,6 @@ def markdown(cmp: Comparison, plots: Sequence[Path] = ()) -> str:
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.as_posix()})" for p in plots] + [""]
     return scrub_text("\n".join(lines))
-
-
-@contextmanager
-def atomic_output(path: Path, suffix: str = ".tmp") -> Iterator[str]:
-    """Yield a temp file name next to `path`; on success it becomes `path` (mode 0644, os.replace),
-    on error it is removed, so readers never see a half-written report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -8,14 +8,13 @@ reuses the MLflow run recorded there.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from selfpose3d.config import Config
 from selfpose3d.engine.callbacks import Callback, EpochEnd
 from selfpose3d.engine.trainer import Trainer
+from selfpose3d.fileio import atomic_output
 from sp3d.progress import RichProgress
 from sp3d.run_tracking import MlflowTracking, fit_tracked, summary_metrics
 from sp3d.settings import Settings, load_settings
@@ -26,10 +25,8 @@ CHECKPOINT_DIR = "checkpoint"
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    with atomic_output(path, suffix="", mode=None) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1))
 
 
 class LocalCheckpoint(Callback):

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from selfpose3d.fileio import atomic_output
 from sp3d.procs import (
     HOST,
     ServiceStartError,
@@ -128,11 +129,8 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    with atomic_output(path, mode=mode) as tmp:
+        Path(tmp).write_text(text)
 
 
 def read_state(settings: Settings) -> dict[str, Any] | None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from selfpose3d.config import Config, ConfigError, config_to_dict
+from selfpose3d.fileio import atomic_output
 
 CHECKPOINT_FORMAT = "sp3d-checkpoint-v1"
 
@@ -27,19 +26,12 @@ def save_checkpoint(path: str | Path, *, cfg: Config, model: dict[str, torch.Ten
     history: per-epoch metric dicts. Returns the path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT, "config": config_to_dict(cfg), "model": model,
         "optimizer": optimizer, "progress": progress or {}, "history": history or [],
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix="", mode=None) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

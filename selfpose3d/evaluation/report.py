@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from selfpose3d.evaluation.poses import FrameResult, evaluate_poses
+from selfpose3d.fileio import atomic_output
 
 ALL_ROW = "All"
 DEFAULT_COLUMNS = ["ap25", "ap50", "ap75", "ap100", "ap125", "ap150", "recall500", "mpjpe"]
@@ -80,13 +79,6 @@ def _jsonable(value: object) -> object:
 def save_report(table: Mapping[str, object], path: str | Path) -> Path:
     """Write a metrics dict / per-sequence table as JSON atomically (temp file + os.replace); returns path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(table), fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, mode=None) as tmp:
+        Path(tmp).write_text(json.dumps(_jsonable(table), indent=2))
     return path
