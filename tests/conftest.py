@@ -166,6 +166,20 @@ PLATFORM_ENV_VARS = ("MLFLOW_TRACKING_URI", "SP3D_PROFILE", "SP3D_S3_ENDPOINT", 
                      "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "RAY_ADDRESS")
 
 
+def use_sqlite_store(mp: pytest.MonkeyPatch, root: Path) -> str:
+    """Point sp3d at a fresh sqlite MLflow store in ``root`` (HOME, state dir and cwd there too, no profile or
+    inherited run); returns its tracking URI. ``mp`` undoes it all."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    for name in ("SP3D_PROFILE", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
+        mp.delenv(name, raising=False)
+    (root / "home").mkdir()
+    mp.setenv("HOME", str(root / "home"))
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("SP3D_STATE_DIR", str(root / "state"))
+    mp.chdir(root)
+    return uri
+
+
 @pytest.fixture
 def isolated_platform_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """No platform env vars from the caller, a private SP3D_STATE_DIR, wide rich output, clean MLflow state."""

@@ -13,6 +13,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import typer
+from conftest import use_sqlite_store
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from sp3d import tracking
@@ -79,15 +80,8 @@ def _sweep(client: MlflowClient, exp: str, rng: np.random.Generator) -> SimpleNa
 def store(tmp_path_factory: pytest.TempPathFactory):
     """A sqlite MLflow store with the sweep and a plain-runs experiment; env points sp3d at it."""
     root = tmp_path_factory.mktemp("compare")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("SP3D_PROFILE", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(name, raising=False)
-        (root / "home").mkdir()
-        mp.setenv("HOME", str(root / "home"))
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("SP3D_STATE_DIR", str(root / "state"))
-        mp.chdir(root)
+        uri = use_sqlite_store(mp, root)
         tracking.configure()
         client = MlflowClient(tracking_uri=uri)
         rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import typer
-from conftest import micro_overrides
+from conftest import micro_overrides, use_sqlite_store
 from dataset_builders import make_shelf
 from mlflow.tracking import MlflowClient
 from sp3d import tracking
@@ -201,14 +201,7 @@ def test_cli_errors_are_one_line(world: SimpleNamespace, tmp_path: Path, monkeyp
 @pytest.fixture()
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An empty sqlite MLflow store in tmp_path; sp3d settings point at it."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for name in ("SP3D_PROFILE", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "home").mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("SP3D_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.chdir(tmp_path)
+    uri = use_sqlite_store(monkeypatch, tmp_path)
     try:
         yield uri
     finally:
