@@ -108,6 +108,19 @@ def test_worker_cpu_share_fits_node_by_node() -> None:
     assert cpu_share([0.005], 1) == 0.01  # nothing fits: the minimum (Ray then waits for resources)
 
 
+def test_node_cpus_reserve_driver_cpu_on_driver_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+    from sp3d.resources import node_cpus
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 1.0, "sp3d_driver": 2.0}},
+             {"Alive": True, "Resources": {"CPU": 1.0, "worker_node": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 8.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    assert node_cpus(0.02, "sp3d_driver") == [0.98, 1.0]  # drivers only land on sp3d_driver nodes
+    assert node_cpus(0.02, None) == [0.98, 0.98]  # no driver resource: any node may host them
+    assert node_cpus() == [1.0, 1.0]
+
+
 def test_trial_config_split_and_best_pick() -> None:
     sampled, repeat = split_trial_config({"loss.joint_lambda": 0.1, "sp3d.repeat": 2})
     assert sampled == {"loss.joint_lambda": 0.1} and repeat == 2

@@ -40,5 +40,6 @@ def node_cpus(reserved: float = 0.0, driver_resource: str | None = None) -> list
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    hosts = [r for r in nodes if driver_resource and r.get(driver_resource)] or nodes
-    return [float(r.get("CPU", 0.0)) - (reserved if any(r is h for h in hosts) else 0.0) for r in nodes]
+    drivers_anywhere = not any(driver_resource and r.get(driver_resource) for r in nodes)
+    return [float(r.get("CPU", 0.0)) - (reserved if drivers_anywhere or r.get(driver_resource) else 0.0)
+            for r in nodes]
