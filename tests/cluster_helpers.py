@@ -64,6 +64,7 @@ class TwoNodeRayCluster:
                     "RAY_AUTH_TOKEN_PATH": str(self.token_file),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.pgids: dict[str, list[int]] = {"head": [], "worker": []}
+        self.worker_starts = 0  # each worker node gets its own temp dir w<n>
 
     def __iter__(self):
         return iter((self.gcs_address, self.dashboard_url, self.env))
@@ -134,7 +135,7 @@ class TwoNodeRayCluster:
 
     def restart_worker(self) -> float:
         """Join a (new) worker node and wait for 2 alive nodes; returns seconds taken."""
-        self.worker_starts = getattr(self, "worker_starts", 0) + 1
+        self.worker_starts += 1
         # its own temp dir, as on a real machine: Ray re-extracts a job's working_dir when a node first uses
         # it (rmtree + unzip), which, in a shared runtime_resources dir, pulls the cwd from under the head's job
         temp_dir = self.root / f"w{self.worker_starts}"
