@@ -12,9 +12,11 @@ numpy (`geometry.cameras.project_points`, float64), applies the affine, normalis
   is); a last line times ``cubes(...).contiguous()`` for a caller that needs (B, C, M) memory.
 
 Usage: ``python benchmarks/bench_projection.py [--preset panoptic|tiny] [--repeats 3] [--threads N]``
-(``--threads N`` sets torch's threads and, through threadpoolctl when installed, numpy's BLAS threads, so
-both sides run with N threads; an unpinned OpenBLAS spinning on a busy 2-core machine slows the reference
-3-7x and makes the ratio meaningless.)
+(``--threads N``, default torch's thread count, sets torch's threads and, through threadpoolctl when
+installed, numpy's BLAS threads, so both sides run with N threads; an unpinned OpenBLAS spinning on a busy
+2-core machine slows the reference 3-7x and makes the ratio meaningless. The reference's per-view ops are
+too small to use a second thread, the batched layer's are not: run ``--threads 1`` and the default to see
+both the single-core and the whole-machine ratio.)
 """
 
 from __future__ import annotations
@@ -182,17 +184,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=("panoptic", "tiny"), default="panoptic")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch AND numpy's BLAS, both sides (default: torch's default, here "
+                             f"{torch.get_num_threads()})")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     blas: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        try:
-            from threadpoolctl import threadpool_limits
-            blas = threadpool_limits(args.threads)
-        except ImportError:
-            print("threadpoolctl not installed: numpy BLAS threads not pinned (set OPENBLAS_NUM_THREADS)")
+    try:
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(threads)
+    except ImportError:
+        print("threadpoolctl not installed: numpy BLAS threads not pinned (set OPENBLAS_NUM_THREADS)")
     with blas, torch.no_grad():
         run(args.preset, max(args.repeats, 1), args.seed)
 

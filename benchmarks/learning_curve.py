@@ -35,6 +35,7 @@ from selfpose3d.config import Config, load_config
 from selfpose3d.config.schema import SynthConfig
 from selfpose3d.data.dataset import collate_samples
 from selfpose3d.data.synthetic import MANIFEST, generate_dataset
+from selfpose3d.data.synthetic.writer import RENDERER_VERSION, written_renderer_version
 from selfpose3d.engine.callbacks import Callback, EpochEnd
 from selfpose3d.engine.trainer import STAGES, Trainer
 from selfpose3d.fileio import atomic_output
@@ -101,6 +102,8 @@ def ensure_dataset(cfg: Config) -> Path:
     if missing:
         raise BenchmarkError(f"{manifest}: dataset lacks sequences {missing}; pass another --data folder")
     differ = synth_differences(data.get("synth", {}), cfg)
+    if written_renderer_version(root) != RENDERER_VERSION:
+        differ.append(f"renderer version {written_renderer_version(root)} vs {RENDERER_VERSION}")
     if differ:
         raise BenchmarkError(f"{manifest}: dataset was generated with other synth settings ({', '.join(differ)}); "
                              "pass another --data folder")

@@ -14,6 +14,7 @@ from learning_curve import BenchmarkError, ensure_dataset, synth_differences  # 
 
 from selfpose3d.config import load_config  # noqa: E402
 from selfpose3d.data.synthetic import MANIFEST  # noqa: E402
+from selfpose3d.data.synthetic.writer import RENDERER_VERSION  # noqa: E402
 
 
 def test_synth_differences_names_changed_missing_and_unknown_keys() -> None:
@@ -36,5 +37,9 @@ def test_ensure_dataset_refuses_a_dataset_generated_with_other_settings(tmp_path
     with pytest.raises(BenchmarkError, match="synth.max_persons: 2 vs 3"):
         ensure_dataset(cfg)
     manifest["synth"] = synth
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))  # no renderer_version: written by renderer 1
+    with pytest.raises(BenchmarkError, match=f"renderer version 1 vs {RENDERER_VERSION}"):
+        ensure_dataset(cfg)
+    manifest["renderer_version"] = RENDERER_VERSION
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     assert ensure_dataset(cfg) == tmp_path

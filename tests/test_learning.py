@@ -50,10 +50,10 @@ def mpjpe_mm(poses: torch.Tensor, batch: dict) -> float:
     return float((err * vis).sum() / vis.sum())
 
 
-def oracle_frames(root: Path, count: int) -> tuple[Config, dict, dict]:
-    """Tiny config on ``root``, ``count`` training frames spread over the sequences as one batch of
-    t1/t2/t3 copies with oracle pseudo labels, and the oracle heatmaps per copy."""
-    cfg = load_config("tiny", {"dataset.root": str(root), "loss.mode": "self_supervised"})
+def oracle_frames(root: Path, count: int, **overrides: object) -> tuple[Config, dict, dict]:
+    """Tiny config on ``root`` (plus ``overrides``), ``count`` training frames spread over the sequences as
+    one batch of t1/t2/t3 copies with oracle pseudo labels, and the oracle heatmaps per copy."""
+    cfg = load_config("tiny", {"dataset.root": str(root), "loss.mode": "self_supervised", **overrides})
     dataset = build_dataset(cfg, "train")
     torch.manual_seed(0)  # the copies' random affines
     step = max(1, len(dataset) // count)
@@ -64,9 +64,10 @@ def oracle_frames(root: Path, count: int) -> tuple[Config, dict, dict]:
 
 @pytest.mark.slow
 def test_self_supervised_loss_alone_trains_pose_net_with_oracle_heatmaps(synthetic_tiny_root: Path) -> None:
-    """Real V2V pose_net (tiny shapes), GT roots, oracle heatmaps: Eq. 11 alone (identity attention)
-    drives the t3 MPJPE of the training frames below half its starting value."""
-    cfg, batch, heatmaps = oracle_frames(synthetic_tiny_root, count=3)
+    """Real V2V pose_net (tiny shapes with 16^3 cubes: 2.5x faster than the preset's 24^3, same result),
+    GT roots, oracle heatmaps: Eq. 11 alone (identity attention) drives the t3 MPJPE of the training frames
+    below half its starting value."""
+    cfg, batch, heatmaps = oracle_frames(synthetic_tiny_root, count=3, **{"model.pose_cube_voxels": [16, 16, 16]})
     t1, t2, t3 = (batch[name] for name in COPIES)
     torch.manual_seed(0)
     net = PoseNet(cfg)

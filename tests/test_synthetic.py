@@ -25,9 +25,10 @@ from selfpose3d.data.synthetic import (
     summarize_dataset,
 )
 from selfpose3d.data.synthetic.detector import CLEAN_CONF, JITTER_TRUNCATION, DetectionCounts, detect_view
-from selfpose3d.data.synthetic.render import project_person
-from selfpose3d.data.synthetic.skeleton import random_standing_pose
+from selfpose3d.data.synthetic.render import person_colours, project_person, render_view
+from selfpose3d.data.synthetic.skeleton import BodyShape, PoseState, pose_joints19, random_standing_pose
 from selfpose3d.data.synthetic.world import SPACE_CENTRE, make_cameras, walk_radius
+from selfpose3d.data.synthetic.writer import RENDERER_VERSION, written_renderer_version
 from selfpose3d.geometry.cameras import camera_from_panoptic, panoptic_points_to_model, project_points
 
 IMAGE_RE = re.compile(r"^(?P<seq>[^/]+)/hdImgs/(?P<cam>00_\d\d)/(?P=cam)_(?P<frame>\d{8})\.jpg$")
@@ -66,6 +67,7 @@ def test_layout_matches_real_panoptic_format(synthetic_tiny_root: Path) -> None:
     root, cfg = synthetic_tiny_root, load_config("tiny")
     manifest = read_json(root / MANIFEST)
     assert [s["name"] for s in manifest["sequences"]] == cfg.synth.sequences
+    assert written_renderer_version(root) == RENDERER_VERSION == 2
     rel = files_of(root)
     images = [m for m in map(IMAGE_RE.match, rel) if m]
     gts = [m for m in map(GT_RE.match, rel) if m]
@@ -314,3 +316,26 @@ def test_cli_info_prints_summary(cli: typer.Typer, synthetic_tiny_root: Path, tm
     assert json.loads(as_json.stdout)["totals"]["images"] == 600
     missing = runner.invoke(cli, ["data", "info", str(tmp_path)])
     assert missing.exit_code == 1 and "not a Panoptic-layout dataset" in missing.output
+
+
+def test_face_shows_only_when_the_person_faces_the_camera() -> None:
+    """Front and back views differ at the head (skin face vs hair), so a single view can tell left from right."""
+    cam = make_cameras(small_config().synth, np.random.default_rng(1))[0][0]
+    dx, dy = cam.center[:2] - SPACE_CENTRE
+    towards = np.arctan2(dy, dx)  # heading (rad from +x towards +y) that faces the camera
+    colours = [person_colours(np.random.default_rng(3))]
+    skin, hair = colours[0][1].astype(int), colours[0][3].astype(int)
+    background = np.zeros((cam.resolution[1], cam.resolution[0], 3), np.uint8)
+    noise = np.zeros(background.shape, np.int16)
+
+    def head_pixel(heading: float) -> np.ndarray:
+        joints = pose_joints19(BodyShape(scale=1.0), PoseState(x=SPACE_CENTRE[0], y=SPACE_CENTRE[1], heading=heading))
+        proj = project_person(joints, cam)
+        image, ids = render_view(background, noise, cam, [proj], colours)
+        u, v = np.round(proj.pixels[[15, 17]].mean(axis=0)).astype(int)  # between the eyes
+        assert ids[v, u] == 1
+        return image[v, u].astype(int)
+
+    assert np.abs(head_pixel(towards) - skin).max() <= 2
+    assert np.abs(head_pixel(towards + np.pi) - hair).max() <= 2
+

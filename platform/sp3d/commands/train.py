@@ -19,6 +19,7 @@ from selfpose3d.config import Config, ConfigError, load_config
 from selfpose3d.data.dataset import build_dataset
 from selfpose3d.data.io import DatasetError
 from selfpose3d.data.synthetic import MANIFEST, generate_dataset
+from selfpose3d.data.synthetic.writer import RENDERER_VERSION, written_renderer_version
 from selfpose3d.engine.checkpoint import CheckpointError
 from selfpose3d.engine.trainer import NonFiniteLossError
 from sp3d.progress import metrics_table
@@ -71,6 +72,9 @@ def ensure_dataset(cfg: Config, synth_if_missing: bool) -> None:
         console.print(f"synthetic dataset {root} missing: generating it ({cfg.synth.frames} frames x "
                       f"{len(cfg.synth.sequences)} sequences, {cfg.synth.cameras} cameras)...", highlight=False)
         generate_dataset(cfg, root)
+    elif cfg.dataset.kind == "synthetic" and written_renderer_version(root) != RENDERER_VERSION:
+        console.print(f"[yellow]warning:[/] {root} was rendered by an older synthetic renderer (people without "
+                      "faces); regenerate it with `sp3d data synth --force` for comparable results", highlight=False)
     build_dataset(cfg, "train")
     build_dataset(cfg, "test", copies=False)
 

@@ -1,5 +1,9 @@
 """Render synthetic camera images: a textured static background with a floor grid, people drawn as
-thick coloured limbs / torso polygons / head discs, depth-ordered so nearer people occlude farther ones.
+thick coloured limbs / torso polygons / heads, depth-ordered so nearer people occlude farther ones.
+
+A head is a hair-coloured disc with a skin-coloured face disc on its front, drawn only when the face is
+turned towards the camera. Without it a person seen from the back is the mirror image of one seen from the
+front, and no single view can tell their left limbs from their right ones (docs/results.md).
 
 Besides the BGR image the renderer returns a person-id map (0 = background, p + 1 = person p on top),
 which the simulated detector uses to lower confidences of occluded joints.
@@ -17,10 +21,12 @@ from selfpose3d.geometry.cameras import Camera, camera_depth, project_points
 SHIFT = 4  # cv2 sub-pixel bits
 MIN_DEPTH_MM = 100.0
 MAX_NORMALISED_RADIUS2 = 1.5  # beyond this the distortion polynomial is meaningless: not drawn
-# (joint a, joint b, width mm, part) ; part 0 = shirt, 1 = skin, 2 = trousers
+# (joint a, joint b, width mm, part) ; part 0 = shirt, 1 = skin, 2 = trousers, 3 = hair
 LIMB_PARTS = [(3, 4, 95.0, 0), (4, 5, 75.0, 1), (9, 10, 95.0, 0), (10, 11, 75.0, 1), (6, 7, 150.0, 2),
               (7, 8, 115.0, 2), (12, 13, 150.0, 2), (13, 14, 115.0, 2), (0, 1, 90.0, 1)]
 HEAD_RADIUS_MM = 105.0
+FACE_RADIUS_MM = 75.0
+EYES, EARS = (15, 17), (16, 18)  # Panoptic joints19: l/r eye, l/r ear
 NOISE_BANK = 4
 
 
@@ -44,11 +50,12 @@ def project_person(joints: np.ndarray, camera: Camera) -> Projection:
 
 
 def person_colours(rng: np.random.Generator) -> np.ndarray:
-    """(3, 3) uint8 BGR colours for shirt, skin and trousers."""
+    """(4, 3) uint8 BGR colours for shirt, skin, trousers and hair."""
     shirt = rng.integers(40, 256, 3)
     skin = np.array([rng.uniform(60, 140), rng.uniform(110, 180), rng.uniform(150, 230)])
     trousers = rng.integers(20, 160, 3)
-    return np.stack([shirt, skin, trousers]).astype(np.uint8)
+    hair = rng.uniform(10, 80) * rng.uniform(0.6, 1.0, 3)
+    return np.stack([shirt, skin, trousers, hair]).astype(np.uint8)
 
 
 def _floor_grid(image: np.ndarray, camera: Camera) -> None:
@@ -101,10 +108,29 @@ def _person_elements(proj: Projection, camera: Camera) -> list[tuple[float, str,
         if proj.drawable[a] and proj.drawable[b]:
             depth = float((proj.depth[a] + proj.depth[b]) / 2)
             items.append((depth, "line", (proj.pixels[a], proj.pixels[b], _thickness(camera, width, depth), part)))
-    if proj.drawable[1]:
-        radius = _thickness(camera, HEAD_RADIUS_MM, float(proj.depth[1]))
-        items.append((float(proj.depth[1]) - 1.0, "head", (proj.pixels[1], radius, 1)))
+    items += _head_elements(proj, camera)
     return sorted(items, key=lambda item: -item[0])
+
+
+def _head_elements(proj: Projection, camera: Camera) -> list[tuple[float, str, tuple]]:
+    """The head as (depth, kind, args) items: a hair disc around the ears' midpoint and, if the face is
+    turned towards the camera (the eyes nearer than the ears), a smaller face disc at the eyes' midpoint.
+    Falls back to one skin disc at the nose for 15-joint skeletons (no eyes / ears)."""
+    if len(proj.depth) <= max(EARS):
+        if not proj.drawable[1]:
+            return []
+        radius = _thickness(camera, HEAD_RADIUS_MM, float(proj.depth[1]))
+        return [(float(proj.depth[1]) - 1.0, "head", (proj.pixels[1], radius, 1))]
+    ears, eyes = list(EARS), list(EYES)
+    if not proj.drawable[ears + eyes].all():
+        return []
+    centre_depth, face_depth = float(proj.depth[ears].mean()), float(proj.depth[eyes].mean())
+    hair = _thickness(camera, HEAD_RADIUS_MM, centre_depth)
+    items = [(centre_depth - 1.0, "head", (proj.pixels[ears].mean(axis=0), hair, 3))]
+    if face_depth < centre_depth:  # facing the camera: the face is drawn over the hair
+        face = _thickness(camera, FACE_RADIUS_MM, face_depth)
+        items.append((centre_depth - 2.0, "head", (proj.pixels[eyes].mean(axis=0), face, 1)))
+    return items
 
 
 def _draw(target: np.ndarray, kind: str, args: tuple, colour: tuple, line_type: int) -> None:
@@ -118,7 +144,8 @@ def _draw(target: np.ndarray, kind: str, args: tuple, colour: tuple, line_type: 
 
 def render_view(background: np.ndarray, noise: np.ndarray, camera: Camera, people: list[Projection],
                 colours: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``people`` (projections into ``camera``) over ``background`` (H, W, 3) uint8.
+    """Draw ``people`` (projections into ``camera``) over ``background`` (H, W, 3) uint8, person p in the
+    (4, 3) uint8 `person_colours` ``colours[p]``.
 
     People are drawn far to near by root depth; returns the BGR image (H, W, 3) uint8 (with ``noise``
     (H, W, 3) int16 added) and the id map (H, W) uint8 (p + 1 where person p is visible on top).

@@ -36,6 +36,8 @@ from selfpose3d.data.synthetic.world import SequencePeople, make_cameras, make_p
 from selfpose3d.geometry.cameras import Camera, camera_to_panoptic, model_points_to_panoptic
 
 FORMAT_VERSION = 1
+# what the people look like; 2 = heads with hair and a face (front/back visible), 1 = plain skin discs
+RENDERER_VERSION = 2
 MANIFEST = "synth_manifest.json"
 GT_DIR = "hdPose3d_stage1_coco19"
 PSEUDO_DIR = "pseudo_2d"
@@ -192,9 +194,16 @@ def _manifest(cfg: Config, entries: list[dict], fingerprint: str) -> dict:
     totals = {key: sum(e[key] for e in entries) for key in keys}
     totals.update(sequences=len(entries), frames=sum(e["frames"] for e in entries),
                   images=sum(e["frames"] * len(e["cameras"]) for e in entries))
-    return {"generator": "selfpose3d.data.synthetic", "format_version": FORMAT_VERSION, "layout": "panoptic",
+    return {"generator": "selfpose3d.data.synthetic", "format_version": FORMAT_VERSION,
+            "renderer_version": RENDERER_VERSION, "layout": "panoptic",
             "seed": cfg.synth.seed, "synth": config_to_dict(cfg)["synth"], "walk_radius_mm": walk_radius(cfg.synth),
             "sequences": entries, "totals": totals, "fingerprint": fingerprint}
+
+
+def written_renderer_version(root: Path) -> int:
+    """The renderer version recorded in ``root``'s manifest (1 for manifests from before it was recorded).
+    Compare with `RENDERER_VERSION`: an older dataset reads fine but its people look different."""
+    return int(json.loads((Path(root) / MANIFEST).read_text()).get("renderer_version", 1))
 
 
 def generate_dataset(cfg: Config, out_dir: Path, progress: Progress | None = None, *,
