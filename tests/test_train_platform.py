@@ -4,6 +4,7 @@ the moto S3 endpoint and the MLflow server fixtures, and the `sp3d train` / `sp3
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -209,6 +210,27 @@ def test_train_missing_dataset_without_synth(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["train", "--local", "--no-synth", "-s", f"dataset.root={tmp_path / 'nothing'}"])
     assert out.exit_code == 1
     assert "DatasetError" in _error_line(out) and "nothing" in _error_line(out)
+
+
+def test_train_warns_about_an_older_synthetic_render_and_rejects_a_corrupt_manifest(
+        synthetic_tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sp3d.commands.train import ensure_dataset
+
+    from selfpose3d.data.synthetic import MANIFEST
+
+    root = tmp_path / "old"
+    shutil.copytree(synthetic_tiny_root, root)
+    manifest = json.loads((root / MANIFEST).read_text())
+    del manifest["renderer_version"]  # as written before renderer 2
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    ensure_dataset(load_config("tiny", {"dataset.root": str(root)}), synth_if_missing=False)
+    assert "older synthetic renderer" in capsys.readouterr().out
+
+    (root / MANIFEST).write_text("{not json")
+    out = CliRunner().invoke(app, ["train", "--local", "--no-synth", "-s", f"dataset.root={root}"])
+    assert out.exit_code == 1
+    line = _error_line(out)
+    assert "DatasetError" in line and str(root / MANIFEST) in line
 
 
 def test_eval_rejects_corrupt_checkpoint(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from selfpose3d.config.loader import config_to_dict
 from selfpose3d.config.schema import Config, SynthConfig
+from selfpose3d.data.io import DatasetError
 from selfpose3d.data.synthetic.detector import DETECTOR_NAME, DetectionCounts, detect_view
 from selfpose3d.data.synthetic.render import (
     NOISE_BANK,
@@ -202,8 +203,13 @@ def _manifest(cfg: Config, entries: list[dict], fingerprint: str) -> dict:
 
 def written_renderer_version(root: Path) -> int:
     """The renderer version recorded in ``root``'s manifest (1 for manifests from before it was recorded).
-    Compare with `RENDERER_VERSION`: an older dataset reads fine but its people look different."""
-    return int(json.loads((Path(root) / MANIFEST).read_text()).get("renderer_version", 1))
+    Compare with `RENDERER_VERSION`: an older dataset reads fine but its people look different. Raises
+    `DatasetError` naming the manifest if it is missing or unreadable."""
+    path = Path(root) / MANIFEST
+    try:
+        return int(json.loads(path.read_text()).get("renderer_version", 1))
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise DatasetError(f"{path}: unreadable synthetic-dataset manifest ({type(err).__name__}: {err})") from None
 
 
 def generate_dataset(cfg: Config, out_dir: Path, progress: Progress | None = None, *,
