@@ -102,8 +102,9 @@ def ensure_dataset(cfg: Config) -> Path:
     if missing:
         raise BenchmarkError(f"{manifest}: dataset lacks sequences {missing}; pass another --data folder")
     differ = synth_differences(data.get("synth", {}), cfg)
-    if written_renderer_version(root) != RENDERER_VERSION:
-        differ.append(f"renderer version {written_renderer_version(root)} vs {RENDERER_VERSION}")
+    renderer = written_renderer_version(root)
+    if renderer != RENDERER_VERSION:
+        differ.append(f"renderer version {renderer} vs {RENDERER_VERSION}")
     if differ:
         raise BenchmarkError(f"{manifest}: dataset was generated with other synth settings ({', '.join(differ)}); "
                              "pass another --data folder")
